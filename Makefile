@@ -1,0 +1,37 @@
+# Two entry points for a new machine: `make run` (install + main job) and `make test` (install + tests).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch is pinned first: on this workplace's machines 2.13.0 is a local CPU wheel; elsewhere pip fetches
+# 2.13.0 normally, or any torch that satisfies pyproject.toml if that release is unavailable.
+TORCH ?= torch==2.13.0
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+export HF_EVALUATE_OFFLINE ?= 1
+MODEL ?= results/backbones/default
+PROMPT ?= The meaning of life is
+
+.PHONY: install run test bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)" || $(PY) -m pip install -q torch
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(VENV)/bin/gpt2suite generate --model $(MODEL) --prompt "$(PROMPT)" --max-new-tokens 60 --seed 0
+
+test: install
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) bench/generate.py
+	$(PY) bench/generate.py --batch 8
+
+clean:
+	rm -rf $(VENV) build *.egg-info

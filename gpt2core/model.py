@@ -1,0 +1,308 @@
+"""GPT-2, as OpenAI defined it, in one file: attention, MLP, block, model.
+
+Parameter names follow Hugging Face GPT-2 (`transformer.wte`, `transformer.h.N.attn.c_attn`, ...) with
+`nn.Linear` layers, so HF weights import name for name (Conv1D matrices are transposed once, at load) and
+PEFT's GPT-2 targets (`c_attn`) work unchanged. The model is a `PreTrainedModel` + `GenerationMixin`, so
+`save_pretrained`/`from_pretrained`, the Trainer, PEFT and `generate` all work on it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from transformers import GenerationMixin, PreTrainedModel
+from transformers import initialization as init
+from transformers.cache_utils import Cache, DynamicCache
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from gpt2core.config import GPT2Config
+
+
+class KVCache:
+    """Preallocated keys/values for every layer, written in place.
+
+    transformers' `DynamicCache` concatenates a new tensor at every step; at small model sizes that and its
+    bookkeeping cost more than the attention itself, so fast generation uses this instead. It has the same
+    `update`/`get_seq_length` interface, so the model treats both alike.
+    """
+
+    def __init__(self, config: GPT2Config, batch_size: int, max_len: int, dtype: torch.dtype, device: torch.device):
+        shape = (config.n_layer, batch_size, config.n_head, max_len, config.n_embd // config.n_head)
+        self.keys = torch.empty(shape, dtype=dtype, device=device)
+        self.values = torch.empty(shape, dtype=dtype, device=device)
+        self.lengths = [0] * config.n_layer
+        self.max_len = max_len
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.lengths[layer_idx]
+
+    def update(self, k: torch.Tensor, v: torch.Tensor, layer_idx: int, *args: Any, **kwargs: Any):
+        start, end = self.lengths[layer_idx], self.lengths[layer_idx] + k.shape[2]
+        if end > self.max_len:
+            raise ValueError(f"KV cache holds {self.max_len} positions; {end} were asked for")
+        self.keys[layer_idx, :, :, start:end] = k
+        self.values[layer_idx, :, :, start:end] = v
+        self.lengths[layer_idx] = end
+        return self.keys[layer_idx, :, :, :end], self.values[layer_idx, :, :, :end]
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPT2Config, layer_idx: int):
+        super().__init__()
+        self.n_head, self.n_embd, self.layer_idx = config.n_head, config.n_embd, layer_idx
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd)
+        self.attn_pdrop = config.attn_pdrop
+        self.resid_dropout = nn.Dropout(config.resid_pdrop)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, cache: Any, is_causal: bool) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        if cache is not None:
+            k, v = cache.update(k, v, self.layer_idx)  # (B, nh, past + T, hs)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=self.attn_pdrop if self.training else 0.0, is_causal=is_causal
+        )
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPT2Config):
+        super().__init__()
+        inner = config.n_inner or 4 * config.n_embd
+        self.c_fc = nn.Linear(config.n_embd, inner)
+        self.c_proj = nn.Linear(inner, config.n_embd)
+        self.dropout = nn.Dropout(config.resid_pdrop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+
+
+class Block(nn.Module):
+    def __init__(self, config: GPT2Config, layer_idx: int):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        self.attn = CausalSelfAttention(config, layer_idx)
+        self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, cache: Any, is_causal: bool) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), mask, cache, is_causal)
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT2Transformer(nn.Module):
+    def __init__(self, config: GPT2Config):
+        super().__init__()
+        # wte first: PEFT takes the first parameter with vocab_size rows as the word embedding.
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.wpe = nn.Embedding(config.n_positions, config.n_embd)
+        self.drop = nn.Dropout(config.embd_pdrop)
+        self.h = nn.ModuleList([Block(config, i) for i in range(config.n_layer)])
+        self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+
+
+def build_attention_mask(
+    attention_mask: torch.Tensor | None, q_len: int, past_len: int, device: torch.device
+) -> tuple[torch.Tensor | None, bool]:
+    """(mask for SDPA or None, is_causal) for `q_len` new tokens after `past_len` cached ones.
+
+    `attention_mask` is the usual 2-D 0/1 padding mask over past + new tokens (left or right padding).
+    A padded query row would otherwise attend to nothing (NaN in SDPA), so every query may attend to itself.
+    """
+    if attention_mask is not None and attention_mask.dim() == 4:
+        return attention_mask, False
+    if attention_mask is not None and bool(attention_mask.all()):
+        attention_mask = None
+    if attention_mask is None:
+        if past_len == 0:
+            return None, True
+        if q_len == 1:
+            return None, False
+    k_pos = torch.arange(past_len + q_len, device=device)
+    q_pos = torch.arange(past_len, past_len + q_len, device=device)
+    allowed = k_pos[None, :] <= q_pos[:, None]  # (T, past + T)
+    if attention_mask is None:
+        return allowed, False
+    if attention_mask.shape[-1] != past_len + q_len:
+        raise ValueError(
+            f"attention_mask covers {attention_mask.shape[-1]} positions but past + input is {past_len + q_len}"
+        )
+    keep = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, past + T)
+    diagonal = k_pos[None, :] == q_pos[:, None]
+    return (allowed & keep) | diagonal, False
+
+
+class GPT2LMModel(PreTrainedModel, GenerationMixin):
+    config_class = GPT2Config
+    base_model_prefix = "transformer"
+    main_input_name = "input_ids"
+    _no_split_modules = ["Block"]
+    _supports_sdpa = True
+    _tied_weights_keys = {"lm_head.weight": "transformer.wte.weight"}
+
+    def __init__(self, config: GPT2Config):
+        super().__init__(config)
+        self.transformer = GPT2Transformer(config)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.post_init()
+
+    # GPT-2's init: N(0, 0.02), residual projections scaled by 1/sqrt(2 * n_layer) (GPT-2 paper, section 2.3).
+    def _init_weights(self, module: nn.Module) -> None:
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            init.normal_(module.weight, mean=0.0, std=std)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        if isinstance(module, (CausalSelfAttention, MLP)):
+            init.normal_(module.c_proj.weight, mean=0.0, std=std / math.sqrt(2 * self.config.n_layer))
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.transformer.wte
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.transformer.wte = value
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head
+
+    def set_output_embeddings(self, value: nn.Linear) -> None:
+        self.lm_head = value
+
+    def _check_inputs(self, input_ids: torch.Tensor | None, past_len: int, q_len: int) -> None:
+        n_pos = self.config.n_positions
+        if past_len + q_len > n_pos:
+            raise ValueError(
+                f"input of {q_len} tokens after {past_len} cached ones exceeds the model's n_positions={n_pos}; "
+                "truncate or window the input"
+            )
+        # A CPU index error is readable but a CUDA one is not, so check ids up front (skipped while
+        # compiling and when training on an accelerator, where the data pipeline guarantees the range).
+        if input_ids is not None and (input_ids.device.type == "cpu" or not self.training):
+            if not torch.compiler.is_compiling() and input_ids.numel():
+                lo, hi = int(input_ids.min()), int(input_ids.max())
+                if lo < 0 or hi >= self.config.vocab_size:
+                    raise ValueError(
+                        f"token ids must lie in [0, {self.config.vocab_size}) for this model; got min {lo}, "
+                        f"max {hi} (was the input tokenized with another tokenizer?)"
+                    )
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | KVCache | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        output_hidden_states: bool | None = None,
+        logits_to_keep: int = 0,
+        cache: Cache | KVCache | None = None,
+        **kwargs: Any,
+    ) -> CausalLMOutputWithPast:
+        # transformers 5.x passes the cache as `cache=`, PEFT 0.21 as `past_key_values=`: accept both.
+        cache = cache if cache is not None else past_key_values
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        if use_cache and cache is None:
+            cache = DynamicCache()
+        T = (input_ids if inputs_embeds is None else inputs_embeds).shape[1]
+        past_len = cache.get_seq_length() if cache is not None else 0
+        self._check_inputs(input_ids, past_len, T)
+        x = self.transformer.wte(input_ids) if inputs_embeds is None else inputs_embeds
+
+        if position_ids is None:
+            if attention_mask is not None and attention_mask.dim() == 2:
+                # Positions count real tokens only, so left-padded rows start at 0 like unpadded ones.
+                position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -T:]
+            else:
+                position_ids = torch.arange(past_len, past_len + T, device=x.device)[None]
+        mask, is_causal = build_attention_mask(attention_mask, T, past_len, x.device)
+
+        x = self.transformer.drop(x + self.transformer.wpe(position_ids))
+        hidden_states = [x] if output_hidden_states else None
+        for block in self.transformer.h:
+            x = block(x, mask, cache, is_causal)
+            if hidden_states is not None:
+                hidden_states.append(x)
+        x = self.transformer.ln_f(x)
+        if hidden_states is not None:
+            hidden_states[-1] = x  # as in transformers: the last entry is after the final LayerNorm
+        logits = self.lm_head(x[:, -logits_to_keep:] if logits_to_keep else x)
+
+        loss = None
+        if labels is not None:
+            loss = causal_lm_loss(logits, labels, kwargs.get("num_items_in_batch"))
+        return CausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            cache=cache if use_cache or past_key_values is not None else None,
+            hidden_states=tuple(hidden_states) if hidden_states is not None else None,
+        )
+
+    def prepare_inputs_for_generation(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        # transformers 5.x hands the cache over as `cache`; PEFT's prompt/prefix tuning hooks read
+        # `past_key_values`. Renaming here keeps both generating the right text.
+        inputs = super().prepare_inputs_for_generation(*args, **kwargs)
+        if "cache" in inputs:
+            inputs["past_key_values"] = inputs.pop("cache")
+        return inputs
+
+    def generate(self, *args: Any, **kwargs: Any) -> torch.LongTensor:
+        """Generate with the fast KV-cache loop of `gpt2core.generation` where it applies, else transformers'.
+
+        The fast path takes `input_ids`, `attention_mask`, `max_new_tokens`, `do_sample`, `temperature`,
+        `top_k`, `top_p`, `seed`, `eos_token_id`, `pad_token_id`, `stop_strings` and `tokenizer`. Any other
+        argument (beams, a generation config, `inputs_embeds`, ...) and any wrapper that hooks
+        `prepare_inputs_for_generation` (PEFT's prompt and prefix tuning do) go through
+        `GenerationMixin.generate`, which honours them. `fast=False` forces that path.
+        """
+        from gpt2core.generation import FAST_GENERATE_ARGS, generate
+
+        fast = kwargs.pop("fast", True)
+        hooked = "prepare_inputs_for_generation" in self.__dict__
+        if fast and not hooked and set(kwargs) <= FAST_GENERATE_ARGS and len(args) <= 1:
+            return generate(self, *args, **kwargs)
+        kwargs.pop("seed", None)
+        return GenerationMixin.generate(self, *args, **kwargs)
+
+    @classmethod
+    def from_hf(cls, model_or_path: Any, n_head: int | None = None) -> "GPT2LMModel":
+        """Load a transformers `GPT2LMHeadModel`, its state dict (give `n_head` unless it is n_embd / 64),
+        or a `save_pretrained` folder."""
+        from gpt2core.hf_interop import from_hf
+
+        return from_hf(model_or_path, n_head=n_head)
+
+    def to_hf(self) -> Any:
+        """This model as a transformers `GPT2LMHeadModel` with identical weights."""
+        from gpt2core.hf_interop import to_hf
+
+        return to_hf(self)
+
+
+def causal_lm_loss(
+    logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch: int | torch.Tensor | None = None
+) -> torch.Tensor:
+    """Next-token cross-entropy; -100 labels are ignored. With `num_items_in_batch` (the Trainer's gradient
+    accumulation) the sum is divided by the tokens of the whole accumulated batch, not of this micro-batch."""
+    shift_logits = logits[:, :-1].reshape(-1, logits.shape[-1]).float()
+    shift_labels = labels[:, 1:].reshape(-1).to(logits.device)
+    if num_items_in_batch is None:
+        return F.cross_entropy(shift_logits, shift_labels, ignore_index=-100)
+    total = F.cross_entropy(shift_logits, shift_labels, ignore_index=-100, reduction="sum")
+    return total / num_items_in_batch

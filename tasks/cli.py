@@ -1,0 +1,94 @@
+"""The `gpt2suite` command line.
+
+Each subcommand imports what it needs when it runs, so `gpt2suite --help` stays fast (transformers, peft
+and evaluate take seconds to import).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+# Hub calls fail only after long retries without network; the local mirrors are the default here.
+for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_EVALUATE_OFFLINE"):
+    os.environ.setdefault(_var, "1")
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    import torch
+
+    from gpt2core.checkpoint import load_model
+    from gpt2core.tokenizer import load_tokenizer
+
+    model = load_model(args.model, device=args.device)
+    tokenizer = load_tokenizer(args.tokenizer or args.model)
+    ids = tokenizer(args.prompt, return_tensors="pt").input_ids.to(args.device)
+    if ids.shape[1] == 0:
+        ids = torch.tensor([[tokenizer.eos_token_id]], device=args.device)  # unconditional sample
+    out = model.generate(
+        ids,
+        max_new_tokens=args.max_new_tokens,
+        do_sample=args.temperature > 0,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        seed=args.seed,
+        stop_strings=args.stop or None,
+        tokenizer=tokenizer,
+    )
+    print(args.prompt + tokenizer.decode(out[0, ids.shape[1]:].tolist(), skip_special_tokens=True))
+    return 0
+
+
+def cmd_tokenizer_train(args: argparse.Namespace) -> int:
+    from gpt2core.tokenizer import train_tokenizer
+
+    tok = train_tokenizer(args.files, args.vocab_size, args.out, min_frequency=args.min_frequency)
+    print(f"trained a byte-level BPE of {len(tok)} tokens -> {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gpt2suite", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate", help="continue a prompt with a model folder")
+    gen.add_argument("--model", required=True, help="model folder (ours or a Hugging Face GPT-2)")
+    gen.add_argument("--tokenizer", help="tokenizer folder (default: the model folder)")
+    gen.add_argument("--prompt", default="", help="text to continue (empty: sample from <|endoftext|>)")
+    gen.add_argument("--max-new-tokens", type=int, default=50)
+    gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    gen.add_argument("--top-k", type=int, default=0)
+    gen.add_argument("--top-p", type=float, default=1.0)
+    gen.add_argument("--seed", type=int, default=None)
+    gen.add_argument("--stop", action="append", help="stop string (repeatable)")
+    gen.add_argument("--device", default="cpu")
+    gen.set_defaults(func=cmd_generate)
+
+    tok = sub.add_parser("tokenizer", help="tokenizer tools")
+    tok_sub = tok.add_subparsers(dest="tokenizer_command", required=True)
+    train = tok_sub.add_parser("train", help="train a GPT-2 byte-level BPE on text files")
+    train.add_argument("files", nargs="+", help=".txt, .txt.gz or JSONL (text field) files")
+    train.add_argument("--vocab-size", type=int, required=True)
+    train.add_argument("--out", required=True, help="output folder (vocab.json + merges.txt + tokenizer.json)")
+    train.add_argument("--min-frequency", type=int, default=2)
+    train.set_defaults(func=cmd_tokenizer_train)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as e:
+        # Bad input gets one clear line, not a traceback; tracebacks stay available for debugging.
+        if os.environ.get("GPT2SUITE_DEBUG"):
+            raise
+        print(f"gpt2suite {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,24 @@
+"""Shared test setup: offline Hugging Face, the shared data folder, small seeded models."""
+
+import os
+import tempfile
+
+# Before any Hugging Face import: never wait on the hub (offline calls fail at once instead of retrying).
+for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_EVALUATE_OFFLINE"):
+    os.environ.setdefault(_var, "1")
+os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="gpt2suite-hf-"))
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("GPT2SUITE_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data not found at {SHARED_DATA} (set GPT2SUITE_SHARED_DATA)")
+    return SHARED_DATA
