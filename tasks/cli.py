@@ -75,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", required=True, help="output folder (vocab.json + merges.txt + tokenizer.json)")
     train.add_argument("--min-frequency", type=int, default=2)
     train.set_defaults(func=cmd_tokenizer_train)
+
+    from gpt2core.pretrain.cli import add_pretrain_parser
+
+    add_pretrain_parser(sub)
     return parser
 
 
