@@ -21,6 +21,9 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from gpt2core.config import GPT2Config
 
+# transformers renamed the output's `past_key_values` field to `cache` after 5.17; write whichever exists.
+_CACHE_FIELD = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
+
 
 class KVCache:
     """Preallocated keys/values for every layer, written in place.
@@ -250,7 +253,7 @@ class GPT2LMModel(PreTrainedModel, GenerationMixin):
         return CausalLMOutputWithPast(
             loss=loss,
             logits=logits,
-            cache=cache if use_cache or past_key_values is not None else None,
+            **{_CACHE_FIELD: cache if use_cache or past_key_values is not None else None},
             hidden_states=tuple(hidden_states) if hidden_states is not None else None,
         )
 

@@ -1,0 +1,34 @@
+"""Pretraining a GPT-2 backbone: corpus preparation, the training loop, held-out perplexity.
+
+Entry points: `prepare_corpus(cfg.corpus)`, `train(cfg)`, `evaluate_perplexity(...)`, `load_config(path)`, and the
+`pretrain` CLI (`gpt2core.pretrain.cli.add_pretrain_parser`). Heavy imports happen inside the functions.
+"""
+
+from gpt2core.pretrain.config import ConfigError, CorpusConfig, PretrainConfig, SourceConfig, load_config
+from gpt2core.pretrain.corpus import bbc_news_split, pack_shards, prepare_corpus, unpack_shards
+
+__all__ = [
+    "ConfigError",
+    "CorpusConfig",
+    "PretrainConfig",
+    "SourceConfig",
+    "bbc_news_split",
+    "evaluate_perplexity",
+    "load_config",
+    "pack_shards",
+    "prepare_corpus",
+    "train",
+    "unpack_shards",
+]
+
+
+def __getattr__(name: str):
+    if name == "train":
+        from gpt2core.pretrain.trainer import train
+
+        return train
+    if name == "evaluate_perplexity":
+        from gpt2core.pretrain.evaluate import evaluate_perplexity
+
+        return evaluate_perplexity
+    raise AttributeError(name)

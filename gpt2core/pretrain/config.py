@@ -1,0 +1,294 @@
+"""Pretraining configuration: typed dataclasses read from YAML; an unknown key or a wrong type names the key and file.
+
+Paths may use `${SHARED_DATA}` (the shared data folder, `GPT2SUITE_SHARED_DATA` or `<repo>/../shared/data`) and
+`${REPO}`; other relative paths are taken from the current directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class ConfigError(ValueError):
+    """A pretraining config that cannot be used as written."""
+
+
+def shared_data_dir() -> Path:
+    return Path(os.environ.get("GPT2SUITE_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+
+def expand_path(path: str | os.PathLike) -> Path:
+    """`${SHARED_DATA}`, `${REPO}`, `~` and other environment variables expanded."""
+    text = str(path).replace("${SHARED_DATA}", str(shared_data_dir())).replace("${REPO}", str(REPO_ROOT))
+    return Path(os.path.expanduser(os.path.expandvars(text)))
+
+
+@dataclass
+class SourceConfig:
+    """One text source. `path` is a file or a glob (`.txt`, `.txt.gz`, `.jsonl`, `.jsonl.gz`), or use `dataset`."""
+
+    path: str | None = None
+    field: str = "text"  # JSONL: dotted path of the text field (`translation.en`); lists are joined with spaces
+    name: str | None = None  # label in the manifest (default: the file's name)
+    dedup: bool = False  # drop repeated texts (SQuAD repeats each context per question)
+    filter: str | None = None  # "bbc_news_train": keep only records whose `id` is in BBC News' train split
+    dataset: str | None = None  # a `datasets` source instead of files: load_dataset(dataset, dataset_config)
+    dataset_config: str | None = None
+    split: str = "train"
+    max_docs: int | None = None  # first N documents only (tests, quick runs)
+    max_chars: int | None = None  # first N characters of each text file only
+
+
+@dataclass
+class TokenizerConfig:
+    path: str | None = None  # an existing tokenizer folder; else one is trained on the corpus' train split
+    vocab_size: int = 8192
+    min_frequency: int = 2
+
+
+@dataclass
+class CorpusConfig:
+    name: str = "corpus"
+    sources: list[SourceConfig] = field(default_factory=list)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    val_every: int = 200  # JSONL: every 200th document is validation; text files: their last 1/200 of lines
+    cache_dir: str = "${REPO}/data_cache/pretrain"
+    prepared_dir: str | None = None  # use this prepared corpus folder (or packed shards) as is; skips preparation
+
+
+@dataclass
+class PretrainConfig:
+    preset: str = "tiny"
+    model: dict[str, Any] = field(default_factory=dict)  # GPT2Config overrides (n_layer, n_positions, dropout...)
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    seq_len: int = 256
+    micro_batch_size: int = 8
+    grad_accum: int = 1
+    max_steps: int = 1000
+    max_tokens: int | None = None  # if set, max_steps = ceil(max_tokens / tokens per step)
+    lr: float = 6e-4
+    min_lr: float = 6e-5
+    warmup_steps: int = 100
+    lr_decay_steps: int | None = None  # cosine reaches min_lr here (default: max_steps)
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1e-8
+    grad_clip: float = 1.0  # 0 disables
+    eval_interval: int = 200
+    eval_iters: int = 20
+    eval_batch_size: int | None = None  # default: micro_batch_size
+    log_interval: int = 10
+    checkpoint_interval: int = 500
+    keep_last_k: int = 3
+    max_shard_size: str = "16MB"
+    dtype: str = "fp32"  # fp32 | bf16 (autocast; weights and optimizer stay fp32)
+    compile: bool = False
+    device: str = "auto"  # auto | cpu | cuda
+    threads: int | None = None  # torch CPU threads (default: torch's choice)
+    seed: int = 1337
+    out_dir: str = "runs/pretrain"
+    max_time_minutes: float | None = None  # stop cleanly (with a checkpoint) after this much wall time in this run
+    ppl_eval: list[str] = field(default_factory=list)  # held-out text files for the final perplexity
+    ppl_eval_stride: int | None = None  # default: seq_len // 2
+    ppl_eval_max_chars: int | None = None
+    plot_path: str | None = None  # also write the loss plot here (e.g. results/pretrain/NAME.png)
+    progress: bool = True
+
+    def tokens_per_step(self, world_size: int = 1) -> int:
+        return self.micro_batch_size * self.grad_accum * world_size * self.seq_len
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, where: str) -> Any:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} is not {_type_name(tp)}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping of {tp.__name__} fields, got {type(value).__name__}")
+        return _from_dict(tp, value, where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
+        return [_convert(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(f"{where}: expected a list of {len(args)} values, got {value!r}")
+        return tuple(_convert(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
+        return dict(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            # YAML reads 6e-4 (no dot) as a string; accept numeric strings.
+            if isinstance(value, str):
+                try:
+                    return float(value)
+                except ValueError:
+                    pass
+            raise ConfigError(f"{where}: expected a number, got {type(value).__name__} {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{where}: expected an integer, got {type(value).__name__} {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {type(value).__name__} {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a string, got {type(value).__name__} {value!r}")
+        return str(value)
+    raise ConfigError(f"{where}: unsupported type {tp}")  # pragma: no cover
+
+
+def _from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in hints:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(names)}"
+            raise ConfigError(f"unknown key {path!r}{hint}")
+        kwargs[key] = _convert(value, hints[key], path)
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict[str, Any], source: str = "<dict>") -> PretrainConfig:
+    try:
+        cfg = _from_dict(PretrainConfig, data or {}, "")
+        validate(cfg)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    return cfg
+
+
+def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> PretrainConfig:
+    """Read a YAML config; `overrides` maps dotted keys (`corpus.tokenizer.vocab_size`) to values."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"pretraining config {path} does not exist (see configs/pretrain/*.yaml)")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of config keys at the top level")
+    data = _resolve_includes(data, path)
+    for key, value in (overrides or {}).items():
+        node = data
+        *parents, last = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {key!r}: {p!r} is not a mapping in {path}")
+        node[last] = value
+    return config_from_dict(data, str(path))
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _resolve_includes(data: dict[str, Any], path: Path) -> dict[str, Any]:
+    """`include: base.yaml` at the top level or in `corpus:` (or `corpus: file.yaml`): the named file (relative to
+    this one) is read first and this mapping's keys are merged over it."""
+    import yaml
+
+    def load(name: Any, where: str) -> dict[str, Any]:
+        if not isinstance(name, str):
+            raise ConfigError(f"{path}: {where} must name a YAML file")
+        inc = path.parent / expand_path(name)
+        if not inc.is_file():
+            raise FileNotFoundError(f"{path}: {where} {name!r} not found (looked for {inc})")
+        loaded = yaml.safe_load(inc.read_text(encoding="utf-8")) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{inc}: expected a mapping")
+        return _resolve_includes(loaded, inc)
+
+    data = dict(data)
+    if "include" in data:
+        data = _deep_merge(load(data.pop("include"), "include"), data)
+    corpus = data.get("corpus")
+    if isinstance(corpus, str):
+        data["corpus"] = load(corpus, "corpus")
+    elif isinstance(corpus, dict) and "include" in corpus:
+        corpus = dict(corpus)
+        data["corpus"] = _deep_merge(load(corpus.pop("include"), "corpus.include"), corpus)
+    return data
+
+
+def validate(cfg: PretrainConfig) -> None:
+    from gpt2core.config import PRESETS, GPT2Config
+
+    if cfg.preset not in PRESETS:
+        close = difflib.get_close_matches(cfg.preset, PRESETS, n=3)
+        raise ConfigError(f"preset: unknown preset {cfg.preset!r}; known: {', '.join(PRESETS)}"
+                          + (f" (did you mean {close[0]!r}?)" if close else ""))
+    import inspect
+
+    known = set(inspect.signature(GPT2Config.__init__).parameters) - {"self", "kwargs"}
+    for key in cfg.model:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            raise ConfigError(f"unknown key 'model.{key}'" + (f"; did you mean {close[0]!r}?" if close else ""))
+    if cfg.dtype not in ("fp32", "bf16"):
+        raise ConfigError(f"dtype: {cfg.dtype!r} is not one of fp32, bf16")
+    if cfg.device not in ("auto", "cpu", "cuda") and not cfg.device.startswith("cuda:"):
+        raise ConfigError(f"device: {cfg.device!r} is not one of auto, cpu, cuda")
+    for name in ("seq_len", "micro_batch_size", "grad_accum", "eval_iters", "log_interval", "eval_interval",
+                 "checkpoint_interval", "keep_last_k"):
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"{name}: must be at least 1, got {getattr(cfg, name)}")
+    if cfg.max_steps < 0 or cfg.warmup_steps < 0:
+        raise ConfigError("max_steps and warmup_steps must not be negative")
+    n_positions = cfg.model.get("n_positions", PRESETS[cfg.preset]["n_positions"])
+    if cfg.seq_len > n_positions:
+        raise ConfigError(
+            f"seq_len: {cfg.seq_len} exceeds the model's n_positions={n_positions} (preset {cfg.preset!r}); "
+            "lower seq_len or set model.n_positions"
+        )
+    if cfg.corpus.val_every < 2:
+        raise ConfigError(f"corpus.val_every: must be at least 2, got {cfg.corpus.val_every}")
+    if not cfg.corpus.sources and not cfg.corpus.prepared_dir:
+        raise ConfigError("corpus.sources: no sources given (and no corpus.prepared_dir)")
+    for i, s in enumerate(cfg.corpus.sources):
+        if (s.path is None) == (s.dataset is None):
+            raise ConfigError(f"corpus.sources[{i}]: give exactly one of 'path' or 'dataset'")
+        if s.filter not in (None, "bbc_news_train"):
+            raise ConfigError(f"corpus.sources[{i}].filter: unknown filter {s.filter!r} (known: bbc_news_train)")
