@@ -77,8 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=cmd_tokenizer_train)
 
     from gpt2core.pretrain.cli import add_pretrain_parser
+    from tasks.fewshot_cli import add_fewshot_parsers
+    from tasks.finetune_cli import add_finetune_parsers
 
     add_pretrain_parser(sub)
+    add_finetune_parsers(sub)
+    add_fewshot_parsers(sub)
     return parser
 
 

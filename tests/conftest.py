@@ -22,3 +22,20 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data not found at {SHARED_DATA} (set GPT2SUITE_SHARED_DATA)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone(tmp_path_factory, shared_data) -> Path:
+    """A saved model folder (tiny preset, random weights) with a 1,024-token BPE trained on Shakespeare:
+    what task pipelines load in tests instead of the committed backbone."""
+    import torch
+
+    from gpt2core import GPT2Config, GPT2LMModel, train_tokenizer
+
+    out = tmp_path_factory.mktemp("tiny_backbone")
+    tok = train_tokenizer([shared_data / "corpus" / "tinyshakespeare" / "input.txt.gz"], 1024, out,
+                          show_progress=False)
+    torch.manual_seed(0)
+    model = GPT2LMModel(GPT2Config.from_preset("tiny", vocab_size=len(tok), n_positions=512))
+    model.save_pretrained(out)
+    return out

@@ -1,0 +1,129 @@
+"""`gpt2suite finetune` and `gpt2suite eval`.
+
+    gpt2suite finetune --task sst2 --method lora [--model results/backbones/default] [--config FILE.yaml]
+        [--max-train-examples N] [--max-eval-examples N] [--epochs E] [--max-steps S] [--seed S] [--out DIR]
+        [--split S] [--runs-dir DIR] [--set KEY=VALUE ...]
+    gpt2suite eval --task sst2 --model RUN/model [--adapter DIR] [--split S] [--limit N] [--num-beams B]
+    torchrun --standalone --nproc_per_node=2 -m tasks.finetune_cli finetune --task sst2 --method lora ...   (DDP)
+
+Both write a run record (results/runs/*.json) and per-example predictions beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+METHODS = ("full", "linear", "lora", "prompt", "prefix")  # kept equal to tasks.adapters.METHODS (tested)
+
+
+def _summary(record: dict[str, Any]) -> str:
+    metrics = ", ".join(f"{k}={v:.2f}" for k, v in record["metrics"].items())
+    return (f"{record['task']} {record['method']} on {record['split']} ({record['n_examples']} examples): {metrics}\n"
+            f"record: {record['_path']}\npredictions: {record['predictions']}")
+
+
+def _set_overrides(items: list[str]) -> dict[str, Any]:
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE")
+        key, value = item.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def run_finetune(args: argparse.Namespace) -> int:
+    from tasks.adapters import check_method
+    from tasks.finetune import DEFAULT_MODEL, load_finetune_config, finetune
+    from tasks.registry import get_task
+
+    task = get_task(args.task)
+    check_method(task, args.method)
+    overrides = _set_overrides(args.set)
+    for name in ("max_train_examples", "max_eval_examples", "epochs", "max_steps", "seed"):
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
+    if args.no_progress:
+        overrides["progress"] = False
+    cfg = load_finetune_config(task, args.method, args.config, overrides)
+    record = finetune(task, args.method, args.model or DEFAULT_MODEL, cfg, out_dir=args.out, split=args.split,
+                      runs_dir=args.runs_dir)
+    if record is not None:  # None on the non-main processes of a distributed run
+        print(_summary(record))
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from tasks.predict import evaluate
+
+    overrides = _set_overrides(args.set)
+    for name in ("batch_size", "num_beams", "max_length"):
+        if getattr(args, name) is not None:
+            overrides["eval_batch_size" if name == "batch_size" else name] = getattr(args, name)
+    record = evaluate(args.task, args.model, adapter=args.adapter, split=args.split, limit=args.limit,
+                      overrides=overrides, runs_dir=args.runs_dir, device=args.device)
+    print(_summary(record))
+    return 0
+
+
+def add_finetune_parsers(subparsers: Any) -> None:
+    """Register `finetune` and `eval` on the `gpt2suite` subcommand parser."""
+    fmt = argparse.RawDescriptionHelpFormatter
+    ft = subparsers.add_parser("finetune", help="fine-tune a backbone on a task (full, linear, lora, prompt, prefix)",
+                               description=__doc__, formatter_class=fmt)
+    ft.add_argument("--task", required=True, help="task name (sst2, trec, squad, multi30k-en-de, ...)")
+    ft.add_argument("--method", required=True, help=f"adaptation method: {', '.join(METHODS)}")
+    ft.add_argument("--model", help="backbone folder (default: results/backbones/default)")
+    ft.add_argument("--config", help="YAML config (default: configs/finetune/<task>.yaml over defaults.yaml)")
+    ft.add_argument("--max-train-examples", type=int, help="seeded subset of the training split")
+    ft.add_argument("--max-eval-examples", type=int, help="first N of a fixed shuffle of the reported split")
+    ft.add_argument("--epochs", type=float)
+    ft.add_argument("--max-steps", type=int, help="optimizer steps (overrides --epochs)")
+    ft.add_argument("--seed", type=int)
+    ft.add_argument("--out", help="run folder for the trained model (default: runs/finetune/<task>/<method>-...)")
+    ft.add_argument("--split", help="split to report scores on (default: the task's eval split)")
+    ft.add_argument("--runs-dir", help="where records go (default: results/runs)")
+    ft.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config key")
+    ft.add_argument("--no-progress", action="store_true", help="no progress bars")
+    ft.set_defaults(func=run_finetune)
+
+    ev = subparsers.add_parser("eval", help="evaluate a fine-tuned model (or backbone + adapter) on a task",
+                               description=__doc__, formatter_class=fmt)
+    ev.add_argument("--task", required=True)
+    ev.add_argument("--model", required=True, help="fine-tuned model/adapter folder, or a backbone with --adapter")
+    ev.add_argument("--adapter", help="adapter or head folder written by `gpt2suite finetune`")
+    ev.add_argument("--split", help="default: the task's eval split")
+    ev.add_argument("--limit", type=int, help="first N of a fixed shuffle of the split")
+    ev.add_argument("--batch-size", type=int)
+    ev.add_argument("--num-beams", type=int, help="generation tasks: beam search width (1 = greedy)")
+    ev.add_argument("--max-length", type=int)
+    ev.add_argument("--runs-dir", help="where records go (default: results/runs)")
+    ev.add_argument("--device", default="cpu")
+    ev.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config key")
+    ev.set_defaults(func=run_eval)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point for `python -m tasks.finetune_cli` (what torchrun runs)."""
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_EVALUATE_OFFLINE"):
+        os.environ.setdefault(var, "1")
+    parser = argparse.ArgumentParser(prog="gpt2suite")
+    add_finetune_parsers(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as e:
+        if os.environ.get("GPT2SUITE_DEBUG"):
+            raise
+        print(f"gpt2suite {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
