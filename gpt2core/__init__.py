@@ -1,24 +1,28 @@
 """gpt2core: the GPT-2 backbone (model, tokenizer, fast generation, pretraining, HF interop).
 
-Depends on torch, safetensors, tokenizers and transformers only; it knows nothing about tasks.
+Depends on torch, safetensors, tokenizers and transformers only; it knows nothing about tasks. Names are
+imported on first use, so that `import gpt2core.<submodule>` (and `gpt2suite --help`) stays fast.
 """
 
-from transformers import AutoConfig, AutoModelForCausalLM
+from __future__ import annotations
 
-from gpt2core.config import PRESETS, GPT2Config
-from gpt2core.generation import generate
-from gpt2core.model import GPT2LMModel, KVCache
-from gpt2core.tokenizer import load_tokenizer, train_tokenizer
+import importlib
+from typing import Any
 
-AutoConfig.register(GPT2Config.model_type, GPT2Config, exist_ok=True)
-AutoModelForCausalLM.register(GPT2Config, GPT2LMModel, exist_ok=True)
+_EXPORTS = {
+    "PRESETS": "gpt2core.config",
+    "GPT2Config": "gpt2core.config",
+    "GPT2LMModel": "gpt2core.model",
+    "KVCache": "gpt2core.model",
+    "generate": "gpt2core.generation",
+    "load_tokenizer": "gpt2core.tokenizer",
+    "train_tokenizer": "gpt2core.tokenizer",
+}
 
-__all__ = [
-    "PRESETS",
-    "GPT2Config",
-    "GPT2LMModel",
-    "KVCache",
-    "generate",
-    "load_tokenizer",
-    "train_tokenizer",
-]
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'gpt2core' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -57,6 +57,8 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", dtyp
         model = GPT2LMModel.from_hf(str(path))  # a hub name such as "gpt2" (needs network access)
     else:
         raise CheckpointError(f"model folder {folder} does not exist")
+    if dtype is None and model.dtype in (torch.float16, torch.bfloat16):
+        dtype = torch.float32  # half-precision storage keeps folders small; compute stays fp32 unless asked
     return model.to(device=device, dtype=dtype).eval()
 
 

@@ -309,3 +309,14 @@ def causal_lm_loss(
         return F.cross_entropy(shift_logits, shift_labels, ignore_index=-100)
     total = F.cross_entropy(shift_logits, shift_labels, ignore_index=-100, reduction="sum")
     return total / num_items_in_batch
+
+
+def _register_auto_classes() -> None:
+    """Let `AutoConfig` / `AutoModelForCausalLM.from_pretrained` open our folders (model_type "gpt2core")."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    AutoConfig.register(GPT2Config.model_type, GPT2Config, exist_ok=True)
+    AutoModelForCausalLM.register(GPT2Config, GPT2LMModel, exist_ok=True)
+
+
+_register_auto_classes()

@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_pretrain_parser(sub)
     add_finetune_parsers(sub)
     add_fewshot_parsers(sub)
+    from tasks.leaderboard_cli import add_leaderboard_parser; add_leaderboard_parser(sub)  # noqa: E702
     return parser
 
 
