@@ -303,8 +303,9 @@ def causal_lm_loss(
 ) -> torch.Tensor:
     """Next-token cross-entropy; -100 labels are ignored. With `num_items_in_batch` (the Trainer's gradient
     accumulation) the sum is divided by the tokens of the whole accumulated batch, not of this micro-batch."""
-    shift_logits = logits[:, :-1].reshape(-1, logits.shape[-1]).float()
-    shift_labels = labels[:, 1:].reshape(-1).to(logits.device)
+    # Shift the labels, not the logits: slicing (B, T, V) logits would copy them, the largest tensor of a step.
+    shift_labels = F.pad(labels[:, 1:].to(logits.device), (0, 1), value=-100).reshape(-1)
+    shift_logits = logits.reshape(-1, logits.shape[-1]).float()
     if num_items_in_batch is None:
         return F.cross_entropy(shift_logits, shift_labels, ignore_index=-100)
     total = F.cross_entropy(shift_logits, shift_labels, ignore_index=-100, reduction="sum")

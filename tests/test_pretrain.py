@@ -303,3 +303,17 @@ def test_cli_runs_tiny_config(texts, prepared, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["step"] == 2
     assert main(["pretrain", "--config", str(cfg_file), "--set", "seq_len=4096"]) == 2
     assert "seq_len" in capsys.readouterr().err
+
+
+def test_gpt2suite_pretrain_tiny_config(shared_data, tmp_path):
+    """The command a user runs, on the repo's own tiny config: corpus prep, tokenizer, training, checkpoint."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "tasks.cli", "pretrain", "--config", "configs/pretrain/tiny.yaml", "--out",
+           str(tmp_path / "run"), "--set", f"corpus.cache_dir={tmp_path / 'cache'}", "--no-progress"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stderr[-2000:]
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert summary["status"] == "ok" and summary["step"] == 20
+    assert (tmp_path / "run" / "model" / "config.json").exists()
