@@ -7,13 +7,12 @@ and evaluate take seconds to import).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 
-# Hub calls fail only after long retries without network; the local mirrors are the default here.
-for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_EVALUATE_OFFLINE"):
-    os.environ.setdefault(_var, "1")
+from gpt2core.cli import run_command, set_offline_defaults
+
+set_offline_defaults()
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -88,15 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except (ValueError, FileNotFoundError) as e:
-        # Bad input gets one clear line, not a traceback; tracebacks stay available for debugging.
-        if os.environ.get("GPT2SUITE_DEBUG"):
-            raise
-        print(f"gpt2suite {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    return run_command(build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ Both write a run record (results/runs/*.json) and per-example predictions beside
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -111,18 +110,12 @@ def add_finetune_parsers(subparsers: Any) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point for `python -m tasks.finetune_cli` (what torchrun runs)."""
-    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_EVALUATE_OFFLINE"):
-        os.environ.setdefault(var, "1")
+    from gpt2core.cli import run_command, set_offline_defaults
+
+    set_offline_defaults()
     parser = argparse.ArgumentParser(prog="gpt2suite")
     add_finetune_parsers(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except (ValueError, FileNotFoundError) as e:
-        if os.environ.get("GPT2SUITE_DEBUG"):
-            raise
-        print(f"gpt2suite {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    return run_command(parser, argv)
 
 
 if __name__ == "__main__":

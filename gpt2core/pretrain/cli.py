@@ -102,19 +102,12 @@ def run_pretrain(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        os.environ.setdefault(var, "1")
+    from gpt2core.cli import run_command, set_offline_defaults
+
+    set_offline_defaults()
     parser = argparse.ArgumentParser(prog="gpt2core.pretrain.cli")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_pretrain_parser(sub)
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except (ValueError, FileNotFoundError) as e:
-        if os.environ.get("GPT2SUITE_DEBUG"):
-            raise
-        print(f"gpt2suite pretrain: error: {e}", file=sys.stderr)
-        return 2
+    add_pretrain_parser(parser.add_subparsers(dest="command", required=True))
+    return run_command(parser, argv)
 
 
 if __name__ == "__main__":
