@@ -12,7 +12,7 @@ export HF_EVALUATE_OFFLINE ?= 1
 MODEL ?= results/backbones/default
 PROMPT ?= The meaning of life is
 
-.PHONY: install run test bench clean
+.PHONY: install run test bench leaderboard clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,9 @@ install: $(VENV)/.installed
 
 run: install
 	$(VENV)/bin/gpt2suite generate --model $(MODEL) --prompt "$(PROMPT)" --max-new-tokens 60 --seed 0
+
+leaderboard: install
+	$(VENV)/bin/gpt2suite leaderboard --config configs/leaderboard/quick.yaml
 
 test: install
 	$(PY) -m pytest -q

@@ -67,7 +67,8 @@ class Run:
                    [self.scores[k] for k in keep])
 
 
-def _is_mean_metric(task: TaskSpec, metric: str) -> bool:
+def is_mean_metric(task: TaskSpec, metric: str) -> bool:
+    """Whether the metric is the mean of its per-example scores (so resampling averages them)."""
     return metric in MEAN_METRICS or (metric == "f1" and task.kind == "qa")
 
 
@@ -120,7 +121,7 @@ def _generic_sampler(task: TaskSpec, metric: str, run: Run) -> Sampler:
 
 def sampler(task: TaskSpec, metric: str, run: Run) -> tuple[Sampler, bool]:
     """(the resampling function of `metric` for `run`, whether it is fast enough for `RESAMPLES` resamples)."""
-    if _is_mean_metric(task, metric):
+    if is_mean_metric(task, metric):
         if not all(metric in s for s in run.scores):
             raise ValueError(f"per-example scores lack {metric!r}")
         values = np.array([s[metric] for s in run.scores], dtype=np.float64)

@@ -78,11 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     from gpt2core.pretrain.cli import add_pretrain_parser
     from tasks.fewshot_cli import add_fewshot_parsers
     from tasks.finetune_cli import add_finetune_parsers
+    from tasks.leaderboard_cli import add_leaderboard_parser
 
     add_pretrain_parser(sub)
     add_finetune_parsers(sub)
     add_fewshot_parsers(sub)
-    from tasks.leaderboard_cli import add_leaderboard_parser; add_leaderboard_parser(sub)  # noqa: E702
+    add_leaderboard_parser(sub)
     return parser
 
 

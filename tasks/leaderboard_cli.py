@@ -1,0 +1,48 @@
+"""`gpt2suite leaderboard`: run what a leaderboard config lists (reusing run records), then render it.
+
+    gpt2suite leaderboard --config configs/leaderboard/quick.yaml [--out results] [--dry-run]
+    gpt2suite leaderboard --config configs/leaderboard/full.yaml --task sst2 --task trec   # a subset
+    gpt2suite leaderboard --config configs/leaderboard/quick.yaml --render-only            # no runs, just tables
+
+Writes <out>/leaderboard.{csv,md,html}, <out>/leaderboard_{scores,pareto}.png and the run records under
+<out>/runs (with index.json). Exit status: 0 when every cell has a record, 1 when a cell failed (the others are
+rendered), 2 for bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from typing import Any
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from tasks.leaderboard import run_leaderboard
+
+    parts = ["gpt2suite", "leaderboard", "--config", args.config, "--out", args.out]
+    parts += [x for t in args.task or [] for x in ("--task", t)] + [x for m in args.model or [] for x in ("--model", m)]
+    parts += ["--render-only"] if args.render_only else []
+    command = " ".join(shlex.quote(str(a)) for a in parts)
+    result = run_leaderboard(args.config, out=args.out, dry_run=args.dry_run, render_only=args.render_only,
+                             models_dir=args.models_dir, only_tasks=args.task, only_models=args.model,
+                             command=command)
+    if args.dry_run:
+        return 0
+    failed = result.failed
+    print(f"{len(result.cells)} cells: {result.count('ran')} run, {result.count('cached')} reused, {len(failed)} "
+          f"failed, {result.count('missing')} not run, {len(result.notes)} skipped ({result.wall_seconds:.0f} s)")
+    return 1 if failed else 0
+
+
+def add_leaderboard_parser(subparsers: Any) -> None:
+    """Register `leaderboard` on the `gpt2suite` subcommand parser."""
+    p = subparsers.add_parser("leaderboard", help="run a leaderboard config (reusing run records) and render it",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, help="leaderboard YAML (configs/leaderboard/quick.yaml, full.yaml)")
+    p.add_argument("--out", default="results", help="output folder; records go to <out>/runs (default: results)")
+    p.add_argument("--dry-run", action="store_true", help="list what is cached and what would run; run nothing")
+    p.add_argument("--render-only", action="store_true", help="render from the cached records; run nothing")
+    p.add_argument("--task", action="append", help="only this task of the config (repeatable)")
+    p.add_argument("--model", action="append", help="only this model of the config (repeatable)")
+    p.add_argument("--models-dir", help="where fine-tuned models go (default: runs/leaderboard)")
+    p.set_defaults(func=cmd_leaderboard)

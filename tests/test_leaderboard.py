@@ -1,0 +1,371 @@
+"""The leaderboard: a small config end to end (DummyLM + a tiny backbone), the record cache (reuse, a corrupt
+record, an interrupted run), bootstrap intervals and paired tests, clear errors, and the HTML page in Chromium."""
+
+import csv
+import json
+import random
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from tasks import bootstrap, leaderboard
+from tasks.leaderboard import LeaderboardError, config_from_dict, load_config, plan, run_leaderboard
+from tasks.leaderboard_render import COLUMNS, pareto_front
+from tasks.registry import get_task
+
+REPO = Path(__file__).resolve().parents[1]
+TEST_CONFIG = REPO / "configs" / "leaderboard" / "test.yaml"
+# test.yaml: trec (tfidf-lr, majority, zero-shot, few-shot:2, few-shot-calibrated:2), multi30k-en-de (copy,
+# zero-shot, few-shot:2), wikitext2 (perplexity): 9 cells; 6 method/task pairs that do not apply.
+N_CELLS, N_SKIPPED = 9, 6
+N_CSV_ROWS = 5 * 2 + 3 * 2 + 3  # trec: accuracy + macro_f1; multi30k: bleu + chrf; wikitext2: 3 metrics
+N_PRIMARY_ROWS = 5 + 3 + 1
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+class Counter:
+    """Wraps `leaderboard.execute_cell`: counts the cells that really run; can fail or interrupt one of them."""
+
+    def __init__(self, monkeypatch, fail_at: int | None = None, exc: BaseException | None = None):
+        self.calls: list[str] = []
+        self.fail_at, self.exc = fail_at, exc
+        real = leaderboard.execute_cell
+
+        def wrapped(ctx, cell, key):
+            self.calls.append(cell.label)
+            if self.fail_at is not None and len(self.calls) == self.fail_at:
+                raise self.exc
+            return real(ctx, cell, key)
+
+        monkeypatch.setattr(leaderboard, "execute_cell", wrapped)
+
+
+def run(out, config=TEST_CONFIG, **kw):
+    logs: list[str] = []
+    result = run_leaderboard(config, out=out, log=logs.append, **kw)
+    return result, logs
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def record_files(out):
+    return {p.name: p.stat().st_mtime_ns for p in (Path(out) / "runs").glob("*.json") if p.name != "index.json"}
+
+
+# ---- end to end --------------------------------------------------------------------------------------------
+
+
+def test_small_config_end_to_end_then_everything_is_reused(tmp_path, shared_data, monkeypatch):
+    out = tmp_path / "lb"
+    first = Counter(monkeypatch)
+    result, logs = run(out)
+    assert len(first.calls) == N_CELLS and result.count("ran") == N_CELLS and not result.failed
+    assert len(result.notes) == N_SKIPPED
+    assert any("baseline:copy" in n.cell and "does not apply to trec" in n.message for n in result.notes)
+    assert any("cannot be fine-tuned" in n.message for n in result.notes)
+    for name in ("leaderboard.csv", "leaderboard.md", "leaderboard.html", "leaderboard_scores.png",
+                 "leaderboard_pareto.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert (out / "leaderboard_scores.png").read_bytes()[:4] == b"\x89PNG"
+
+    with open(out / "leaderboard.csv", newline="") as f:
+        header = next(csv.reader(f))
+    assert tuple(header) == COLUMNS and header.index("below_best") == header.index("record") + 1
+    rows = read_csv(out / "leaderboard.csv")
+    assert len(rows) == N_CSV_ROWS
+    methods = {(r["task"], r["method"], r["shots"]) for r in rows}
+    assert ("trec", "few-shot-calibrated", "2") in methods and ("multi30k-en-de", "baseline:copy", "") in methods
+    assert ("trec", "zero-shot", "0") in methods and ("wikitext2", "zero-shot", "0") in methods
+    for r in rows:
+        assert (REPO / r["record"]).exists() or Path(r["record"]).exists()
+        if r["ci_low"]:  # the interval holds the point estimate
+            assert float(r["ci_low"]) <= float(r["value"]) + 1e-9 <= float(r["ci_high"]) + 2e-9, r
+    # values equal what the records say
+    for r in rows:
+        rec = json.loads(Path(r["record"]).read_text())
+        assert float(r["value"]) == pytest.approx(rec["metrics"][r["metric"]], abs=1e-4)
+    # best first within each task; each task's best row is not marked
+    trec = [r for r in rows if r["task"] == "trec" and r["metric"] == "accuracy"]
+    assert [float(r["value"]) for r in trec] == sorted((float(r["value"]) for r in trec), reverse=True)
+    assert trec[0]["below_best"] == "false" and trec[0]["p_value"] == ""
+    wt = [r for r in rows if r["task"] == "wikitext2"]
+    assert [r["metric"] for r in wt] == ["bits_per_byte", "word_perplexity", "token_perplexity"] and not wt[0]["ci_low"]
+
+    md = (out / "leaderboard.md").read_text()
+    table = [line for line in md.splitlines() if line.startswith("| ") and not line.startswith("| task")]
+    assert len(table) == N_PRIMARY_ROWS and all("macro_f1" not in line and "chrf" not in line for line in table)
+    assert "## Skipped" in md and "Command: `" in md
+
+    # Second run: every cell comes from the cache, no record is rewritten, the tables are the same.
+    mtimes = record_files(out)
+    second = Counter(monkeypatch)
+    result2, logs2 = run(out)
+    assert second.calls == [] and result2.count("cached") == N_CELLS
+    assert record_files(out) == mtimes
+    assert read_csv(out / "leaderboard.csv") == rows
+
+
+def test_corrupt_record_is_reported_and_rerun_and_a_lost_index_is_rebuilt(tmp_path, shared_data, monkeypatch):
+    out = tmp_path / "lb"
+    run(out)
+    names = sorted(record_files(out))
+    victim = next(n for n in names if n.startswith("trec__few-shot-2shot"))
+    others = {n: t for n, t in record_files(out).items() if n != victim}
+    (out / "runs" / victim).write_text('{"format": 1, "task": "tr')  # half a file, as a crashed other tool might leave
+    counter = Counter(monkeypatch)
+    result, logs = run(out)
+    assert counter.calls == ["trec | few-shot:2 | dummy | seed 0"]
+    assert any(victim in line and "cannot be used" in line and "not valid JSON" in line for line in logs)
+    assert json.loads((out / "runs" / victim).read_text())["leaderboard"]["cell_key"]
+    assert {n: t for n, t in record_files(out).items() if n != victim} == others  # nothing else touched
+
+    (out / "runs" / "index.json").write_text("garbage")
+    counter = Counter(monkeypatch)
+    result, logs = run(out)
+    assert counter.calls == [] and result.count("cached") == N_CELLS
+    assert any("rebuilding" in line for line in logs)
+    assert len(json.loads((out / "runs" / "index.json").read_text())["cells"]) == N_CELLS
+
+
+def test_interrupted_run_keeps_finished_records_and_the_next_run_does_the_rest(tmp_path, shared_data, monkeypatch):
+    out = tmp_path / "lb"
+    Counter(monkeypatch, fail_at=4, exc=KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt):
+        run(out)
+    assert len(record_files(out)) == 3
+    assert len(json.loads((out / "runs" / "index.json").read_text())["cells"]) == 3
+    assert not list((out / "runs").glob(".*.tmp"))  # no half-written file
+    partial, _ = run(out, render_only=True)  # tables from what is there, nothing run
+    assert partial.count("cached") == 3 and partial.count("missing") == N_CELLS - 3
+    assert "## Not run yet" in (out / "leaderboard.md").read_text()
+    counter = Counter(monkeypatch)
+    result, _ = run(out)
+    assert len(counter.calls) == N_CELLS - 3 and result.count("cached") == 3 and not result.failed
+
+
+def test_a_failing_cell_is_reported_and_the_others_still_run(tmp_path, shared_data, monkeypatch):
+    from tasks.cli import main
+
+    out = tmp_path / "lb"
+    Counter(monkeypatch, fail_at=2, exc=RuntimeError("boom"))
+    assert main(["leaderboard", "--config", str(TEST_CONFIG), "--out", str(out)]) == 1
+    assert len(record_files(out)) == N_CELLS - 1
+    md = (out / "leaderboard.md").read_text()
+    assert "## Failed" in md and "RuntimeError: boom" in md
+    counter = Counter(monkeypatch)
+    result, _ = run(out)
+    assert len(counter.calls) == 1 and not result.failed
+
+
+def test_prompt_too_long_for_the_model_is_surfaced(tmp_path, shared_data, monkeypatch):
+    from tasks.lm_eval import DummyLM
+
+    monkeypatch.setattr(leaderboard.Context, "lm", lambda self, model, batch_size: (DummyLM(max_length=6), None))
+    cfg = config_from_dict({"models": {"dummy": "dummy"}, "tasks": ["trec"], "methods": ["zero-shot"],
+                            "budgets": {"max_eval_examples": 3}}, "inline.yaml")
+    result, logs = run(tmp_path / "lb", cfg)
+    [failed] = result.failed
+    assert "exceeds the model's n_positions=6" in failed.message
+    assert "n_positions=6" in (tmp_path / "lb" / "leaderboard.md").read_text()
+
+
+def test_finetune_and_trained_adapter_cells_on_a_tiny_backbone(tmp_path, tiny_backbone, monkeypatch):
+    data = {
+        "models": {"tiny": str(tiny_backbone)},
+        "tasks": ["trec"],
+        "methods": ["finetune:lora", "finetune:linear", "baseline:majority"],
+        "seeds": [3],
+        "budgets": {"max_eval_examples": 6, "max_train_examples": 8, "max_steps": 1, "batch_size": 4,
+                    "val_examples": 4, "max_length": 64, "threads": 1,
+                    "finetune": {"eval_batch_size": 8, "logging_steps": 1000, "bf16": False}},
+        "task_budgets": {"trec": {"finetune": {"lr": 1.0e-3}}},
+    }
+    out, models = tmp_path / "lb", tmp_path / "models"
+    result, _ = run(out, config_from_dict(data, "tiny.yaml"), models_dir=models)
+    assert result.count("ran") == 3 and not result.failed
+    rows = {r["method"]: r for r in read_csv(out / "leaderboard.csv") if r["metric"] == "accuracy"}
+    assert int(rows["finetune:lora"]["trainable_params"]) > int(rows["finetune:linear"]["trainable_params"]) > 0
+    rec = json.loads(Path(rows["finetune:lora"]["record"]).read_text())
+    assert rec["config"]["seed"] == 3 and rec["config"]["lr"] == 1.0e-3 and rec["config"]["max_steps"] == 1
+    assert rec["n_examples"] == 6
+    # A budget that changes the result makes a new cell; one that does not (threads) does not.
+    cfg2 = config_from_dict({**data, "budgets": {**data["budgets"], "threads": 2}}, "tiny.yaml")
+    assert [leaderboard.cell_key(cfg2, c)[0] for c in plan(cfg2)[0]] == [s.key for s in result.cells]
+    cfg3 = config_from_dict({**data, "budgets": {**data["budgets"], "max_steps": 2}}, "tiny.yaml")
+    keys3 = [leaderboard.cell_key(cfg3, c)[0] for c in plan(cfg3)[0]]
+    assert sum(k != s.key for k, s in zip(keys3, result.cells)) == 2  # both fine-tuning cells, not the baseline
+
+    # The trained LoRA adapter as a model entry: evaluated (not retrained) in the finetune:lora row.
+    [adapter] = list(models.glob("trec/lora-*/model"))
+    data2 = {**data, "models": {"tiny+adapter": {"path": str(tiny_backbone), "adapters": {"trec": str(adapter)}}},
+             "methods": ["finetune:lora"]}
+    counter = Counter(monkeypatch)
+    result2, _ = run(tmp_path / "lb2", config_from_dict(data2, "adapter.yaml"), models_dir=models)
+    [cell] = result2.cells
+    assert cell.cell.kind == "adapter" and cell.status == "ran" and len(counter.calls) == 1
+    assert cell.record["metrics"]["accuracy"] == pytest.approx(float(rows["finetune:lora"]["value"]), abs=1e-4)
+
+
+# ---- statistics --------------------------------------------------------------------------------------------
+
+
+def _run_of(task, preds, refs):
+    from tasks.metrics import example_scores
+
+    rows = [{"id": str(i), "prediction": p, "references": r, "scores": example_scores(task, p, r)}
+            for i, (p, r) in enumerate(zip(preds, refs))]
+    return bootstrap.Run.from_rows(rows)
+
+
+def test_paired_bootstrap_marks_a_clearly_worse_row_and_not_an_equal_one():
+    task = get_task("sst2")
+    rng = random.Random(0)
+    gold = [rng.choice(task.label_names) for _ in range(80)]
+    refs = [[g] for g in gold]
+    flip = {"positive": "negative", "negative": "positive"}
+    good = _run_of(task, [g if i % 10 else flip[g] for i, g in enumerate(gold)], refs)  # 90% right
+    bad = _run_of(task, [g if i % 2 else flip[g] for i, g in enumerate(gold)], refs)  # 50% right
+    same = _run_of(task, [g if i % 10 else flip[g] for i, g in enumerate(gold)], refs)
+    worse = bootstrap.paired_test(task, "accuracy", [good], [bad])
+    equal = bootstrap.paired_test(task, "accuracy", [good], [same])
+    assert worse.p_value < 0.01 and equal.p_value > 0.5 and worse.n == 80
+    ci = bootstrap.confidence_interval(task, "accuracy", [good])
+    assert ci.low <= 90.0 <= ci.high and ci.high - ci.low < 20 and ci.resamples == bootstrap.RESAMPLES
+    assert bootstrap.confidence_interval(task, "accuracy", [good]).low == ci.low  # seeded
+
+
+@pytest.mark.parametrize("task_name,metrics", [("multi30k-en-de", ("bleu", "chrf")), ("sst2", ("f1",)),
+                                                ("trec", ("macro_f1",))])
+def test_fast_resampling_equals_compute_metrics_on_the_resample(task_name, metrics, shared_data):
+    """BLEU/chrF from summed sufficient statistics and F1 from confusion counts are the corpus metrics."""
+    from tasks.metrics import compute_metrics
+    from tasks.registry import load_split
+
+    task = get_task(task_name)
+    rows = load_split(task, task.eval_split).select(range(40)).to_list()
+    rng = random.Random(1)
+    if task.kind == "classification":
+        refs = [[task.label_names[r["label"]]] for r in rows]
+        preds = [r[0] if rng.random() < 0.6 else rng.choice(task.label_names[:3]) for r in refs]
+    else:
+        refs = [r["references"] for r in rows]
+        preds = [r["references"][0] if rng.random() < 0.3 else r["source"] for r in rows]
+    run_ = _run_of(task, preds, refs)
+    idx = np.random.default_rng(0).integers(0, len(rows), size=(4, len(rows)))
+    for metric in metrics:
+        fn, fast = bootstrap.sampler(task, metric, run_)
+        assert fast
+        expected = [compute_metrics(task, [preds[i] for i in row], [refs[i] for i in row])[metric] for row in idx]
+        assert fn(idx) == pytest.approx(expected, abs=1e-6)
+
+
+def test_pareto_front():
+    assert pareto_front([(1, 50), (1, 60), (10, 55), (100, 70), (1000, 65)]) == [(1, 60), (100, 70)]
+
+
+# ---- bad input ---------------------------------------------------------------------------------------------
+
+
+def _base(**over):
+    return {"models": {"d": "dummy"}, "tasks": ["trec"], "methods": ["zero-shot"], **over}
+
+
+@pytest.mark.parametrize("over,needle", [
+    ({"tasks": ["trek"]}, "unknown task 'trek'. Did you mean 'trec'? Valid tasks: sst2, trec"),
+    ({"methods": ["few-shots:4"]}, "unknown method 'few-shots:4'. Valid methods: baseline:<majority"),
+    ({"methods": ["baseline:lead3"]}, "Valid baselines: majority, tfidf-lr, lead"),
+    ({"methods": ["finetune:qlora"]}, "Valid fine-tuning methods: full, linear, lora, prompt, prefix"),
+    ({"methods": ["few-shot:x"]}, "needs a number of shots"),
+    ({"budgets": {"epoch": 1}}, "unknown key 'budgets.epoch'; did you mean 'epochs'?"),
+    ({"budgets": {"max_eval_examples": "many"}}, "budgets.max_eval_examples: expected an integer"),
+    ({"seeds": []}, "seeds is empty"),
+    ({"task_budgets": {"sst2": {"limit": 3}}}, "unknown task 'sst2'"),
+    ({"modles": {}}, "unknown key 'modles'; did you mean 'models'?"),
+])
+def test_config_errors_name_the_key_the_file_and_the_valid_names(over, needle):
+    with pytest.raises(LeaderboardError) as e:
+        config_from_dict(_base(**over), "configs/leaderboard/x.yaml")
+    assert needle in str(e.value) and "configs/leaderboard/x.yaml" in str(e.value)
+
+
+def test_unknown_model_filter_too_many_shots_and_a_missing_model_folder(tmp_path, shared_data, capsys):
+    from tasks.cli import main
+
+    cfg = config_from_dict(_base(models={"a": "dummy", "b": "dummy"}), "two.yaml")
+    with pytest.raises(LeaderboardError, match=r"unknown model 'c'.*Valid models: a, b"):
+        plan(cfg, only_models=["c"])
+    too_many = config_from_dict(_base(methods=["few-shot:100000"]), "shots.yaml")
+    with pytest.raises(LeaderboardError, match=r"100000 shots asked but the trec train split has only \d+"):
+        run(tmp_path / "lb", too_many)
+    assert not list((tmp_path / "lb").glob("runs/*.json"))  # failed before anything ran
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(_base(models={"m": str(tmp_path / "nothing")})))
+    assert main(["leaderboard", "--config", str(bad), "--out", str(tmp_path / "lb2")]) == 2
+    err = capsys.readouterr().err
+    assert "is not a model folder" in err and err.count("\n") == 1
+
+
+def test_shipped_configs_parse_and_plan_every_task():
+    for name in ("quick", "full", "test"):
+        cfg = load_config(REPO / "configs" / "leaderboard" / f"{name}.yaml")
+        cells, notes = plan(cfg)
+        assert cells and {c.task for c in cells} == set(cfg.tasks), name
+    quick = load_config(REPO / "configs" / "leaderboard" / "quick.yaml")
+    assert set(quick.tasks) == {"sst2", "trec", "squad", "multi30k-en-de", "multi30k-en-fr", "scitldr", "bbc-news",
+                                "wikitext2"}
+    methods = {m.name for m in quick.methods}
+    assert {"zero-shot", "few-shot:4", "finetune:lora"} <= methods and any(m.startswith("baseline:") for m in methods)
+    full = load_config(REPO / "configs" / "leaderboard" / "full.yaml")
+    kinds = {leaderboard.parse_method(m.name).row_method for m in full.methods}
+    assert {f"finetune:{m}" for m in ("full", "linear", "lora", "prompt", "prefix")} <= kinds
+    assert "few-shot-calibrated" in kinds
+
+
+def test_dry_run_lists_cells_and_writes_nothing(tmp_path, shared_data, capsys):
+    from tasks.cli import main
+
+    assert main(["leaderboard", "--config", str(TEST_CONFIG), "--out", str(tmp_path / "lb"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert f"{N_CELLS} cells: 0 cached, {N_CELLS} to run, {N_SKIPPED} skipped" in out and "would run" in out
+    assert not (tmp_path / "lb").exists()
+
+
+# ---- the HTML page -----------------------------------------------------------------------------------------
+
+
+def test_html_renders_in_headless_chromium_with_every_row(tmp_path, shared_data):
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("chromium not installed (apt-get install -y chromium); the HTML check needs a headless browser")
+    out = tmp_path / "lb"
+    run(out)
+    profile = tempfile.mkdtemp(prefix="chromium-profile-")
+    try:
+        dom = subprocess.run(
+            [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
+             "--dump-dom", (out / "leaderboard.html").as_uri()],
+            capture_output=True, text=True, timeout=60).stdout
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+    # The table is built by the page's script from the embedded data: rows exist only if the JS ran.
+    table = dom[dom.index('<table id="leaderboard"'):dom.index("</table>")]
+    assert table.count("<tr") == N_PRIMARY_ROWS + 1  # + the header row
+    assert f'data-rows="{N_PRIMARY_ROWS}"' in table and "baseline:tfidf-lr" in table and "▼" in table
+    assert dom.count('src="data:image/png;base64,') == 2
