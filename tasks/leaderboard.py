@@ -44,13 +44,13 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tasks.records import atomic_write_text
 from tasks.registry import REPO_ROOT, TASKS, TaskSpec, get_task
 
 CELL_FORMAT = 1  # bump when a runner's behaviour changes in a way that changes results: every cell re-runs
@@ -535,18 +535,6 @@ def _adapter_overrides(cell: Cell) -> dict[str, Any]:
 # ---- the record store --------------------------------------------------------------------------------------
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 @dataclass
 class Cached:
     record: dict[str, Any]
@@ -647,7 +635,7 @@ class RecordStore:
 
     def save(self) -> None:
         text = json.dumps({"format": 1, "cells": self.index}, indent=1, sort_keys=True) + "\n"
-        _atomic_write(self.index_path, text)
+        atomic_write_text(self.index_path, text)
         self.dirty = False
 
 

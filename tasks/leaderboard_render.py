@@ -142,9 +142,9 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> Path:
 
 
 def _write(path: Path, text: str) -> None:
-    from tasks.leaderboard import _atomic_write
+    from tasks.records import atomic_write_text
 
-    _atomic_write(path, text)
+    atomic_write_text(path, text)
 
 
 def _sig(r: dict[str, Any]) -> str:

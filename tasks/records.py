@@ -206,7 +206,7 @@ def record_name(record: Mapping[str, Any]) -> str:
     return "__".join(_slug(str(p)) for p in parts) + ".json"
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -240,7 +240,7 @@ def write_record(record: Mapping[str, Any], path: str | os.PathLike | None = Non
         text = json.dumps(_jsonable(record), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
     except (TypeError, ValueError) as e:  # pragma: no cover - _jsonable makes every value serialisable
         raise RecordError(f"write_record: record is not JSON-serialisable ({e})") from e
-    _atomic_write_text(out, text)
+    atomic_write_text(out, text)
     return out
 
 
@@ -271,7 +271,7 @@ def write_predictions(rows: Iterable[Mapping[str, Any]], path: str | os.PathLike
         if not isinstance(row, Mapping):
             raise RecordError(f"write_predictions: row {i} is a {type(row).__name__}, expected a mapping")
         lines.append(json.dumps(_jsonable(row), ensure_ascii=False, allow_nan=False))
-    _atomic_write_text(out, "".join(line + "\n" for line in lines))
+    atomic_write_text(out, "".join(line + "\n" for line in lines))
     return out
 
 
