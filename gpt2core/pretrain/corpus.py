@@ -383,6 +383,15 @@ def load_tokens(folder: Path, split: str) -> np.ndarray:
 
 # ---- packed shards: a prepared corpus compressed for transfer (e.g. to a rented GPU) ----
 
+def _move_into(tmp: Path, dest: Path) -> None:
+    """Move every entry of `tmp` into `dest`, replacing what is there (each file by an atomic rename)."""
+    for name in os.listdir(tmp):
+        target = dest / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        os.replace(tmp / name, target)
+
+
 def pack_shards(prepared: str | os.PathLike, dest: str | os.PathLike, preset: int = 9, log=print) -> Path:
     """Compress a prepared corpus into `dest/` (manifest.json, tokenizer/, train.bin.xz, val.bin.xz)."""
     src, dest = Path(prepared), Path(dest)
@@ -401,11 +410,7 @@ def pack_shards(prepared: str | os.PathLike, dest: str | os.PathLike, preset: in
             log(f"{split}: {len(raw):,} bytes -> {len(data):,} bytes xz ({8 * len(data) / (len(raw) / itemsize):.2f} "
                 "bits/token)")
         _write_json(tmp / "manifest.json", {**manifest, "packed": {"codec": "xz"}})
-        for name in os.listdir(tmp):
-            target = dest / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            os.replace(tmp / name, target)
+        _move_into(tmp, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return dest
@@ -431,11 +436,7 @@ def unpack_shards(packed: str | os.PathLike, dest: str | os.PathLike) -> Path:
             (tmp / f"{split}.bin").write_bytes(raw)
         manifest.pop("packed", None)
         _write_json(tmp / "manifest.json", manifest)
-        for name in os.listdir(tmp):
-            target = dest / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            os.replace(tmp / name, target)
+        _move_into(tmp, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return dest
