@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import yaml
 
 from tasks import bootstrap, leaderboard
@@ -28,12 +27,7 @@ N_CSV_ROWS = 5 * 2 + 3 * 2 + 3  # trec: accuracy + macro_f1; multi30k: bleu + ch
 N_PRIMARY_ROWS = 5 + 3 + 1
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Counter:

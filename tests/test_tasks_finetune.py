@@ -30,13 +30,7 @@ FAST_CASES = {("sst2", m) for m in adapters.METHODS} | {
 ALL_CASES = [(t, m) for t in TASKS for m in adapters.applicable_methods(TASKS[t])]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # On a shared 2-core machine, 2 torch threads spin against other processes: a tiny step then takes ~40x longer.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @lru_cache(maxsize=None)
