@@ -1,4 +1,4 @@
-# Two entry points for a new machine: `make run` (install + main job) and `make test` (install + tests).
+# Two entry points for a new machine: `make run` (install + the main job: the quick leaderboard) and `make test`.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -12,7 +12,7 @@ export HF_EVALUATE_OFFLINE ?= 1
 MODEL ?= results/backbones/default
 PROMPT ?= The meaning of life is
 
-.PHONY: install run test bench leaderboard clean
+.PHONY: install run generate test bench leaderboard leaderboard-full clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,11 +23,19 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-run: install
-	$(VENV)/bin/gpt2suite generate --model $(MODEL) --prompt "$(PROMPT)" --max-new-tokens 60 --seed 0
+# The main job: every task on the committed default backbone, ~10 min on 2 cores -> results/leaderboard_quick.*
+run: leaderboard
 
 leaderboard: install
 	$(VENV)/bin/gpt2suite leaderboard --config configs/leaderboard/quick.yaml
+
+# The larger run (about 2 hours on 2 cores as two processes; resumable) -> results/leaderboard.*
+leaderboard-full: install
+	scripts/leaderboard_parallel.sh configs/leaderboard/full.yaml "squad scitldr sst2" \
+	  "bbc-news multi30k-en-de multi30k-en-fr trec wikitext2"
+
+generate: install
+	$(VENV)/bin/gpt2suite generate --model $(MODEL) --prompt "$(PROMPT)" --max-new-tokens 60 --seed 0
 
 test: install
 	$(PY) -m pytest -q

@@ -127,6 +127,7 @@ class MethodEntry:
     name: str
     seeds: list[int] | None = None  # default: the config's seeds
     budgets: Budgets | None = None
+    tasks: list[str] | None = None  # default: every task of the config
 
 
 @dataclass
@@ -139,6 +140,7 @@ class LeaderboardConfig:
     task_budgets: dict[str, Budgets] = field(default_factory=dict)
     name: str = ""
     description: str = ""
+    output: str = "leaderboard"  # rendered files: <out>/<output>.{md,csv,html}, <output>_{scores,pareto}.png
     source: str = "<dict>"  # the file it was read from (set by load_config)
 
 
@@ -152,6 +154,7 @@ class _RawConfig:  # the YAML's top level, before the nested mappings are typed
     task_budgets: dict[str, Any] = field(default_factory=dict)
     name: str = ""
     description: str = ""
+    output: str = "leaderboard"
 
 
 def valid_tasks() -> list[str]:
@@ -192,7 +195,7 @@ def config_from_dict(data: Any, source: str = "<dict>") -> LeaderboardConfig:
     except ConfigError as e:
         raise LeaderboardError(f"{source}: {e}") from None
     cfg = LeaderboardConfig(models, [str(t) for t in raw.tasks], methods, list(raw.seeds), raw.budgets,
-                            task_budgets, raw.name, raw.description, source)
+                            task_budgets, raw.name, raw.description, raw.output, source)
     validate_config(cfg)
     return cfg
 
@@ -263,17 +266,27 @@ def validate_config(cfg: LeaderboardConfig) -> None:
         raise LeaderboardError(f"{src}: tasks lists a task twice")
     if not cfg.methods and cfg.tasks != [PERPLEXITY_TASK]:
         raise LeaderboardError(f"{src}: no methods (valid methods: {', '.join(METHOD_FORMS)})")
-    seen: dict[tuple[str, int | None], str] = {}
+    seen: dict[tuple[str, str, int | None], str] = {}
     for i, m in enumerate(cfg.methods):
         spec = parse_method(m.name, f"{src}: methods[{i}]")
         if m.seeds is not None and not m.seeds:
             raise LeaderboardError(f"{src}: methods[{i}] ({m.name}): seeds is empty")
-        ident = (spec.row_method, spec.shots)
-        if ident in seen:
-            raise LeaderboardError(f"{src}: methods lists {m.name!r} and {seen[ident]!r}, the same method")
-        seen[ident] = m.name
+        if m.tasks is not None and not m.tasks:
+            raise LeaderboardError(f"{src}: methods[{i}] ({m.name}): tasks is empty (leave it out for every task)")
+        for t in m.tasks or []:
+            if t not in cfg.tasks:
+                raise _unknown("task", t, cfg.tasks, f"{src}: methods[{i}] ({m.name}).tasks (tasks of this config)")
+        for t in m.tasks or cfg.tasks:  # one method may be listed twice, for disjoint sets of tasks
+            ident = (t, spec.row_method, spec.shots)
+            if ident in seen:
+                raise LeaderboardError(f"{src}: methods lists {m.name!r} and {seen[ident]!r} for task {t!r}, the "
+                                       "same method; give them disjoint `tasks:`")
+            seen[ident] = m.name
     if not cfg.seeds:
         raise LeaderboardError(f"{src}: seeds is empty (e.g. seeds: [0])")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", cfg.output):
+        raise LeaderboardError(f"{src}: output must be a plain file name stem such as leaderboard_quick, got "
+                               f"{cfg.output!r}")
     for t in cfg.task_budgets:
         if t not in cfg.tasks:
             raise _unknown("task", t, cfg.tasks, f"{src}: task_budgets (tasks of this config)")
@@ -338,9 +351,10 @@ def _seed_matters(method: MethodSpec) -> bool:
     return method.kind == "finetune" or (method.kind == "fewshot" and bool(method.shots))
 
 
-def plan(cfg: LeaderboardConfig, only_tasks: list[str] | None = None,
-         only_models: list[str] | None = None) -> tuple[list[Cell], list[Note]]:
-    """The cells the config asks for, in run order (task by task), and notes on the ones that do not apply."""
+def plan(cfg: LeaderboardConfig, only_tasks: list[str] | None = None, only_models: list[str] | None = None,
+         only_methods: list[str] | None = None) -> tuple[list[Cell], list[Note]]:
+    """The cells the config asks for, in run order (task by task), and notes on the ones that do not apply.
+    `only_*` narrow it to some of the config's tasks, models and methods (names as in the config)."""
     from tasks.adapters import applicable_methods
     from tasks.baselines import METHODS as BASELINE_METHODS, baseline_family
 
@@ -350,6 +364,10 @@ def plan(cfg: LeaderboardConfig, only_tasks: list[str] | None = None,
     for m in only_models or []:
         if m not in cfg.models:
             raise _unknown("model", m, list(cfg.models), f"--model (models of {cfg.source})")
+    config_methods = list(dict.fromkeys(m.name for m in cfg.methods))
+    for m in only_methods or []:
+        if m not in config_methods:
+            raise _unknown("method", m, config_methods, f"--method (methods of {cfg.source})")
     tasks = [t for t in cfg.tasks if not only_tasks or t in only_tasks]
     models = [m for m in cfg.models if not only_models or m in only_models]
     cells: list[Cell] = []
@@ -365,12 +383,17 @@ def plan(cfg: LeaderboardConfig, only_tasks: list[str] | None = None,
     for task_name in tasks:
         task_layer = cfg.budgets.merged(cfg.task_budgets.get(task_name))
         if task_name == PERPLEXITY_TASK:
+            if only_methods:
+                continue  # perplexity is not one of the config's methods: it runs when no method is picked
             ppl = MethodSpec("perplexity", "perplexity", "zero-shot", shots=0)
             for model in models:
                 add(Cell(model, task_name, ppl, cfg.seeds[0], task_layer, "perplexity"))
             continue
         spec = get_task(task_name)
         for entry in cfg.methods:
+            if (entry.tasks is not None and task_name not in entry.tasks) or \
+                    (only_methods and entry.name not in only_methods):
+                continue
             method = parse_method(entry.name)
             budgets = task_layer.merged(entry.budgets)
             seeds = entry.seeds or cfg.seeds
@@ -857,6 +880,7 @@ class LeaderboardResult:
 def run_leaderboard(config: str | os.PathLike | LeaderboardConfig, out: str | os.PathLike = DEFAULT_OUT,
                     dry_run: bool = False, render_only: bool = False, models_dir: str | os.PathLike | None = None,
                     only_tasks: list[str] | None = None, only_models: list[str] | None = None,
+                    only_methods: list[str] | None = None,
                     command: str | None = None, log: Callable[[str], None] | None = None) -> LeaderboardResult:
     """Run what is missing (unless `dry_run` / `render_only`), then render into `out` (unless `dry_run`)."""
     log = log or (lambda s: print(s, flush=True))
@@ -864,7 +888,7 @@ def run_leaderboard(config: str | os.PathLike | LeaderboardConfig, out: str | os
     cfg = config if isinstance(config, LeaderboardConfig) else load_config(config)
     out = Path(out)
     runs_dir = out / "runs"
-    cells, notes = plan(cfg, only_tasks, only_models)
+    cells, notes = plan(cfg, only_tasks, only_models, only_methods)
     for n in notes:
         log(f"skip  {n.cell}: {n.message}")
     store = RecordStore(runs_dir, log)

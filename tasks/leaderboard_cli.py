@@ -2,6 +2,7 @@
 
     gpt2suite leaderboard --config configs/leaderboard/quick.yaml [--out results] [--dry-run]
     gpt2suite leaderboard --config configs/leaderboard/full.yaml --task sst2 --task trec   # a subset
+    gpt2suite leaderboard --config configs/leaderboard/full.yaml --method finetune:lora     # one method
     gpt2suite leaderboard --config configs/leaderboard/quick.yaml --render-only            # no runs, just tables
 
 Writes <out>/leaderboard.{csv,md,html}, <out>/leaderboard_{scores,pareto}.png and the run records under
@@ -21,11 +22,12 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
     parts = ["gpt2suite", "leaderboard", "--config", args.config, "--out", args.out]
     parts += [x for t in args.task or [] for x in ("--task", t)] + [x for m in args.model or [] for x in ("--model", m)]
+    parts += [x for m in args.method or [] for x in ("--method", m)]
     parts += ["--render-only"] if args.render_only else []
     command = " ".join(shlex.quote(str(a)) for a in parts)
     result = run_leaderboard(args.config, out=args.out, dry_run=args.dry_run, render_only=args.render_only,
                              models_dir=args.models_dir, only_tasks=args.task, only_models=args.model,
-                             command=command)
+                             only_methods=args.method, command=command)
     if args.dry_run:
         return 0
     failed = result.failed
@@ -44,5 +46,7 @@ def add_leaderboard_parser(subparsers: Any) -> None:
     p.add_argument("--render-only", action="store_true", help="render from the cached records; run nothing")
     p.add_argument("--task", action="append", help="only this task of the config (repeatable)")
     p.add_argument("--model", action="append", help="only this model of the config (repeatable)")
+    p.add_argument("--method", action="append",
+                   help="only this method of the config, as written there (repeatable), e.g. finetune:lora")
     p.add_argument("--models-dir", help="where fine-tuned models go (default: runs/leaderboard)")
     p.set_defaults(func=cmd_leaderboard)

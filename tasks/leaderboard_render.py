@@ -230,7 +230,8 @@ def write_markdown(result: LeaderboardResult, rows: list[dict[str, Any]], path: 
                          ("Not run yet", missing)):
         if items:
             out += ["", f"## {title}", ""] + items
-    out += ["", "Full table (every metric): `leaderboard.csv`; sortable page with plots: `leaderboard.html`.", ""]
+    stem = result.config.output
+    out += ["", f"Full table (every metric): `{stem}.csv`; sortable page with plots: `{stem}.html`.", ""]
     _write(path, "\n".join(out))
     return path
 
@@ -434,17 +435,19 @@ def write_html(result: LeaderboardResult, rows: list[dict[str, Any]], path: Path
 
 
 def render(result: LeaderboardResult, out: str | os.PathLike, command: str | None = None) -> dict[str, Path]:
-    """Write leaderboard.csv / .md / .html and the two plots into `out`; returns {name: path}."""
+    """Write <stem>.csv / .md / .html and the plots <stem>_scores.png / <stem>_pareto.png into `out`, where
+    <stem> is the config's `output` (default `leaderboard`); returns {name: path}."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    stem = result.config.output
     rows = result.rows
     files: dict[str, Path] = {}
-    files["csv"] = write_csv(rows, out / "leaderboard.csv")
-    files["md"] = write_markdown(result, rows, out / "leaderboard.md", command)
-    scores = plot_scores(rows, result.config.tasks, out / "leaderboard_scores.png")
-    pareto = plot_pareto(rows, result.config.tasks, out / "leaderboard_pareto.png")
+    files["csv"] = write_csv(rows, out / f"{stem}.csv")
+    files["md"] = write_markdown(result, rows, out / f"{stem}.md", command)
+    scores = plot_scores(rows, result.config.tasks, out / f"{stem}_scores.png")
+    pareto = plot_pareto(rows, result.config.tasks, out / f"{stem}_pareto.png")
     for name, p in (("scores_png", scores), ("pareto_png", pareto)):
         if p is not None:
             files[name] = p
-    files["html"] = write_html(result, rows, out / "leaderboard.html", [scores, pareto], command)
+    files["html"] = write_html(result, rows, out / f"{stem}.html", [scores, pareto], command)
     return files

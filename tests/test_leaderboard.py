@@ -291,6 +291,9 @@ def _base(**over):
     ({"seeds": []}, "seeds is empty"),
     ({"task_budgets": {"sst2": {"limit": 3}}}, "unknown task 'sst2'"),
     ({"modles": {}}, "unknown key 'modles'; did you mean 'models'?"),
+    ({"methods": [{"name": "zero-shot", "tasks": ["sst2"]}]}, "methods[0] (zero-shot).tasks (tasks of this config)"),
+    ({"methods": ["zero-shot", {"name": "zero-shot", "tasks": ["trec"]}]}, "give them disjoint `tasks:`"),
+    ({"output": "../leaderboard"}, "output must be a plain file name stem"),
 ])
 def test_config_errors_name_the_key_the_file_and_the_valid_names(over, needle):
     with pytest.raises(LeaderboardError) as e:
@@ -315,6 +318,34 @@ def test_unknown_model_filter_too_many_shots_and_a_missing_model_folder(tmp_path
     assert "is not a model folder" in err and err.count("\n") == 1
 
 
+def test_methods_can_be_narrowed_to_tasks_and_picked_on_the_command_line():
+    cfg = config_from_dict(_base(tasks=["sst2", "trec", "wikitext2"], methods=[
+        "baseline:majority",
+        {"name": "few-shot:4", "seeds": [0, 1], "tasks": ["sst2"]},
+        {"name": "few-shot:4", "tasks": ["trec"]},  # the same method, other tasks, other seeds
+        {"name": "finetune:lora", "tasks": ["trec"]},
+    ], models={"m": "results/backbones/default"}), "narrow.yaml")
+    cells, _ = plan(cfg)
+    got = {(c.task, c.method.name, c.seed) for c in cells}
+    assert got == {("sst2", "baseline:majority", 0), ("trec", "baseline:majority", 0), ("sst2", "few-shot:4", 0),
+                   ("sst2", "few-shot:4", 1), ("trec", "few-shot:4", 0), ("trec", "finetune:lora", 0),
+                   ("wikitext2", "perplexity", 0)}
+    picked, _ = plan(cfg, only_methods=["few-shot:4"], only_tasks=["trec", "sst2"])
+    assert {(c.task, c.seed) for c in picked} == {("sst2", 0), ("sst2", 1), ("trec", 0)}
+    with pytest.raises(LeaderboardError, match=r"unknown method 'finetune:full'.*Valid methods: baseline:majority"):
+        plan(cfg, only_methods=["finetune:full"])
+
+
+def test_the_output_stem_names_the_rendered_files(tmp_path, shared_data):
+    cfg = load_config(TEST_CONFIG)
+    cfg.output = "leaderboard_test"
+    run(tmp_path / "lb", cfg, render_only=True)
+    names = {p.name for p in (tmp_path / "lb").iterdir()}
+    assert {"leaderboard_test.md", "leaderboard_test.csv", "leaderboard_test.html"} <= names
+    assert not any(n.startswith("leaderboard.") for n in names)
+    assert "`leaderboard_test.csv`" in (tmp_path / "lb" / "leaderboard_test.md").read_text()
+
+
 def test_shipped_configs_parse_and_plan_every_task():
     for name in ("quick", "full", "test"):
         cfg = load_config(REPO / "configs" / "leaderboard" / f"{name}.yaml")
@@ -329,6 +360,7 @@ def test_shipped_configs_parse_and_plan_every_task():
     kinds = {leaderboard.parse_method(m.name).row_method for m in full.methods}
     assert {f"finetune:{m}" for m in ("full", "linear", "lora", "prompt", "prefix")} <= kinds
     assert "few-shot-calibrated" in kinds
+    assert (quick.output, full.output) == ("leaderboard_quick", "leaderboard")  # quick never overwrites full
 
 
 def test_dry_run_lists_cells_and_writes_nothing(tmp_path, shared_data, capsys):
