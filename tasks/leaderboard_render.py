@@ -203,9 +203,52 @@ METHOD_NOTES = [
 ]
 
 
+def task_summary(rows: list[dict[str, Any]], tasks: list[str]) -> list[dict[str, Any]]:
+    """Per task: its best row, its best classic baseline and its best row that uses the backbone (primary metric),
+    and the margin of the backbone's best over the best baseline (positive: the backbone is ahead)."""
+    out = []
+    for task in tasks:
+        ranked = sorted((r for r in rows if r["task"] == task and r["_primary"] and r["_rank"] is not None),
+                        key=lambda r: r["_rank"])
+        if not ranked:
+            continue
+        baseline = next((r for r in ranked if r["method"].startswith("baseline:")), None)
+        backbone = next((r for r in ranked if not r["method"].startswith("baseline:")), None)
+        margin = None
+        if baseline is not None and backbone is not None:
+            margin = backbone["value"] - baseline["value"]
+            margin = -margin if ranked[0]["metric"] in LOWER_IS_BETTER else margin
+        out.append({"task": task, "metric": ranked[0]["metric"], "best": ranked[0], "baseline": baseline,
+                    "backbone": backbone, "margin": margin})
+    return out
+
+
+def _with_ci(r: dict[str, Any] | None) -> str:
+    if r is None:
+        return ""
+    digits = 4 if r["metric"] == "bits_per_byte" else 2
+    ci = f" [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]" if r["ci_low"] is not None else ""
+    return f"{_method_label(r)}: {_fmt(r['value'], digits)}{ci}"
+
+
+def _summary_lines(rows: list[dict[str, Any]], tasks: list[str]) -> list[str]:
+    out = ["## Best per task", "",
+           "| task | metric | best row | best classic baseline | best use of the backbone | backbone - baseline |",
+           "|---|---|---|---|---|---|"]
+    for t in task_summary(rows, tasks):
+        bb = t["backbone"]
+        sig = "" if bb is None or bb["_rank"] == 0 or bb["p_value"] is None else \
+            f" ({BELOW if bb['below_best'] else ''}p={bb['p_value']:.3f} vs best)"
+        margin = "" if t["margin"] is None else f"{t['margin']:+.2f}"
+        out.append(f"| {t['task']} | {t['metric']} | {_with_ci(t['best'])} | {_with_ci(t['baseline'])} | "
+                   f"{_with_ci(bb)}{sig} | {margin} |")
+    return out + [""]
+
+
 def write_markdown(result: LeaderboardResult, rows: list[dict[str, Any]], path: Path, command: str | None) -> Path:
     name = result.config.name or Path(result.config.source).stem
     out = [f"# Leaderboard: {name}", ""] + [f"{line}  " for line in _header_lines(result, command)] + [""]
+    out += _summary_lines(rows, result.config.tasks) + ["## Every row (primary metric)", ""]
     out += ["| task | # | model | method | metric | value | 95% CI | n | trainable params | train s | eval s "
             "| peak MB | vs best | record |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]

@@ -102,9 +102,17 @@ def test_small_config_end_to_end_then_everything_is_reused(tmp_path, shared_data
     assert [r["metric"] for r in wt] == ["bits_per_byte", "word_perplexity", "token_perplexity"] and not wt[0]["ci_low"]
 
     md = (out / "leaderboard.md").read_text()
-    table = [line for line in md.splitlines() if line.startswith("| ") and not line.startswith("| task")]
+    summary, every = md.split("## Every row (primary metric)")
+    table = [line for line in every.splitlines() if line.startswith("| ") and not line.startswith("| task")]
     assert len(table) == N_PRIMARY_ROWS and all("macro_f1" not in line and "chrf" not in line for line in table)
     assert "## Skipped" in md and "Command: `" in md
+    # the per-task summary: trec's margin is its best prompted row minus its best baseline
+    best = {}
+    for r in trec:
+        kind = "baseline" if r["method"].startswith("baseline:") else "backbone"
+        best.setdefault(kind, float(r["value"]))
+    trec_line = next(line for line in summary.splitlines() if line.startswith("| trec |"))
+    assert trec_line.endswith(f"| {best['backbone'] - best['baseline']:+.2f} |")
 
     # Second run: every cell comes from the cache, no record is rewritten, the tables are the same.
     mtimes = record_files(out)
