@@ -306,7 +306,7 @@ def test_config_errors_name_the_key_and_file(tmp_path):
 
 def test_config_layers(tmp_path):
     cfg = load_finetune_config("squad", "lora")
-    assert (cfg.max_length, cfg.lr, cfg.lora_r) == (384, 5e-4, 8)  # squad.yaml over defaults.yaml's lora block
+    assert (cfg.max_length, cfg.lr, cfg.lora_r) == (384, 2e-3, 8)  # squad.yaml over defaults.yaml's lora block
     own = tmp_path / "c.yaml"
     own.write_text("lr: 0.1\nmethods:\n  lora: {lora_r: 2}\n")
     cfg = load_finetune_config("squad", "lora", own, overrides={"epochs": 1})
