@@ -29,7 +29,7 @@ run: leaderboard
 leaderboard: install
 	$(VENV)/bin/gpt2suite leaderboard --config configs/leaderboard/quick.yaml
 
-# The larger run (about 2 hours on 2 cores as two processes; resumable) -> results/leaderboard.*
+# The larger run (about 1.5 hours on 2 cores as two processes; resumable) -> results/leaderboard.*
 leaderboard-full: install
 	scripts/leaderboard_parallel.sh configs/leaderboard/full.yaml "squad scitldr sst2" \
 	  "bbc-news multi30k-en-de multi30k-en-fr trec wikitext2"

@@ -3,7 +3,7 @@
 - full:   every weight trains; the whole model (head included) is saved with `save_pretrained`.
 - linear: the backbone is frozen and only the head trains (classification and QA only); the head's weights
           are saved alone (`head.safetensors`), the backbone is referenced.
-- lora:   PEFT LoRA on `lora_targets` (default every linear layer: c_attn, c_proj, c_fc), rank `lora_r`.
+- lora:   PEFT LoRA on `lora_targets` (configs/finetune/defaults.yaml: every linear layer), rank `lora_r`.
 - prompt: PEFT prompt tuning (`num_virtual_tokens` trained input embeddings).
 - prefix: PEFT prefix tuning (trained per-layer keys/values).
 

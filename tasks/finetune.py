@@ -74,7 +74,7 @@ class FinetuneConfig:
     lora_r: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.05
-    lora_targets: list[str] = field(default_factory=lambda: ["c_attn", "c_proj", "c_fc"])
+    lora_targets: list[str] = field(default_factory=lambda: ["c_attn"])  # defaults.yaml: every linear layer
     num_virtual_tokens: int = 20
     prefix_projection: bool = False
 
