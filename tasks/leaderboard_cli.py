@@ -5,7 +5,8 @@
     gpt2suite leaderboard --config configs/leaderboard/full.yaml --method finetune:lora     # one method
     gpt2suite leaderboard --config configs/leaderboard/quick.yaml --render-only            # no runs, just tables
 
-Writes <out>/leaderboard.{csv,md,html}, <out>/leaderboard_{scores,pareto}.png and the run records under
+Writes <out>/<output>.{csv,md,html} and <out>/<output>_{scores,pareto}.png (`output` from the config: leaderboard
+by default, leaderboard_quick for quick.yaml) and the run records under
 <out>/runs (with index.json). Exit status: 0 when every cell has a record, 1 when a cell failed (the others are
 rendered), 2 for bad input.
 """
