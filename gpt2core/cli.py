@@ -17,12 +17,14 @@ def set_offline_defaults() -> None:
 
 
 def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:
-    """Parse `argv` and run the chosen subcommand's `func`; bad input (ValueError, FileNotFoundError) prints one
-    clear line and exits 2 instead of a traceback (set GPT2SUITE_DEBUG=1 for the traceback)."""
+    """Parse `argv` and run the chosen subcommand's `func`. Bad input (`GPT2SuiteError`) prints one clear line and
+    exits 2 (set GPT2SUITE_DEBUG=1 for the traceback); any other exception is a bug and surfaces as a traceback."""
+    from gpt2core.errors import GPT2SuiteError
+
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as e:
+    except GPT2SuiteError as e:
         if os.environ.get("GPT2SUITE_DEBUG"):
             raise
         print(f"gpt2suite {args.command}: error: {e}", file=sys.stderr)
