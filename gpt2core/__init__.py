@@ -13,7 +13,7 @@ _EXPORTS = {
     "PRESETS": "gpt2core.config",
     "GPT2Config": "gpt2core.config",
     "GPT2LMModel": "gpt2core.model",
-    "KVCache": "gpt2core.model",
+    "KVCache": "gpt2core.kv_cache",
     "generate": "gpt2core.generation",
     "load_tokenizer": "gpt2core.tokenizer",
     "train_tokenizer": "gpt2core.tokenizer",

@@ -3,6 +3,9 @@ greedy / temperature / top-k / top-p sampling with a seed, EOS and stop strings.
 
 Written by hand because this loop is one of the project's fast paths: transformers' `generate` spends more
 time per step on its bookkeeping than a small GPT-2 spends computing (see bench/generate.py).
+
+`model` is a `gpt2core.model.GPT2LMModel` (its `generate` calls this loop); this module sits below the model
+and reads it only through its attributes, so it does not import it.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from gpt2core.model import MLP, Block, CausalSelfAttention, GPT2LMModel, KVCache
+from gpt2core.kv_cache import KVCache
 
 FAST_GENERATE_ARGS = frozenset(
     {
@@ -40,10 +43,11 @@ class DecodeStep:
     about 1.4x faster from an `(in, out)` contiguous matrix than from `nn.Linear`'s `(out, in)` one read
     transposed, and calling functions directly skips the module machinery. The copies are made per
     `generate` call (a few ms), so they always match the current weights. Used only when every block is
-    our plain module: a wrapped layer (LoRA, ...) keeps the module path, which honours the wrapper.
+    our plain module (`model.has_plain_layers()`): a wrapped layer (LoRA, ...) keeps the module path, which
+    honours the wrapper.
     """
 
-    def __init__(self, model: GPT2LMModel):
+    def __init__(self, model: nn.Module):
         t = model.transformer
         self.wte, self.wpe, self.ln_f = t.wte.weight, t.wpe.weight, t.ln_f
         self.head = model.lm_head.weight.t().contiguous()
@@ -59,17 +63,6 @@ class DecodeStep:
             )
             for b in t.h
         ]
-
-    @staticmethod
-    def supports(model: GPT2LMModel) -> bool:
-        plain = all(
-            type(b) is Block
-            and type(b.attn) is CausalSelfAttention
-            and type(b.mlp) is MLP
-            and all(type(m) is nn.Linear for m in (b.attn.c_attn, b.attn.c_proj, b.mlp.c_fc, b.mlp.c_proj))
-            for b in model.transformer.h
-        )
-        return plain and type(model.lm_head) is nn.Linear and model.lm_head.bias is None
 
     @staticmethod
     def _linear(x: torch.Tensor, weight_bias: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
@@ -126,7 +119,7 @@ def _as_set(ids: int | list[int] | None) -> set[int]:
 
 @torch.inference_mode()
 def generate(
-    model: GPT2LMModel,
+    model: nn.Module,
     input_ids: torch.LongTensor,
     attention_mask: torch.Tensor | None = None,
     max_new_tokens: int = 32,
@@ -180,7 +173,7 @@ def generate(
     out[:, :T] = input_ids
     finished = torch.zeros(B, dtype=torch.bool, device=device)
     eos_tensor = torch.tensor(sorted(eos), device=device) if eos else None
-    decode = DecodeStep(model) if DecodeStep.supports(model) and max_new_tokens > 1 else None
+    decode = DecodeStep(model) if model.has_plain_layers() and max_new_tokens > 1 else None
     step_ids, step_pos, length = input_ids, positions, T
     for step in range(max_new_tokens):
         if step > 0 and decode is not None:

@@ -1,8 +1,9 @@
-"""Weights to and from transformers' `GPT2LMHeadModel`.
+"""Weights to and from transformers' `GPT2LMHeadModel`, as configs and state dicts.
 
 Hugging Face GPT-2 stores its projections as `Conv1D` (weight shaped `(in, out)`); ours are `nn.Linear`
 (`(out, in)`), so those four matrices per block are transposed once here and everything else is a
-name-for-name copy.
+name-for-name copy. This module knows our config and parameter names but not the model class, so that
+`gpt2core.model` can build on it (`GPT2LMModel.from_hf`, `GPT2LMModel.to_hf`).
 """
 
 from __future__ import annotations
@@ -15,14 +16,14 @@ from typing import Any
 import torch
 
 from gpt2core.config import GPT2Config
-from gpt2core.model import GPT2LMModel
 
 _CONV1D = re.compile(r"\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)\.weight$")
 # Buffers older transformers versions saved with GPT-2; they hold no weights.
 _IGNORED = re.compile(r"\.attn\.(bias|masked_bias)$")
 
 
-def _config_from_hf(hf_config: Any) -> GPT2Config:
+def config_from_hf(hf_config: Any) -> GPT2Config:
+    """Our config from a transformers `GPT2Config`; variants that are not OpenAI's GPT-2 are refused."""
     act = getattr(hf_config, "activation_function", "gelu_new")
     if act not in ("gelu_new", "gelu_pytorch_tanh"):
         raise ValueError(f"GPT-2 uses the tanh GELU; this checkpoint uses activation_function={act!r}")
@@ -50,7 +51,8 @@ def _special_ids(hf_config: Any) -> dict[str, int | None]:
     return {k: v if isinstance(v, int) and 0 <= v < hf_config.vocab_size else None for k, v in ids.items()}
 
 
-def _config_from_state_dict(sd: Mapping[str, torch.Tensor], n_head: int | None) -> GPT2Config:
+def config_from_state_dict(sd: Mapping[str, torch.Tensor], n_head: int | None) -> GPT2Config:
+    """The config a state dict (our names) implies; only the head count is not recorded in the weights."""
     vocab_size, n_embd = sd["transformer.wte.weight"].shape
     if n_head is None and (n_embd % 64 or n_embd < 64):
         raise ValueError(f"a state dict does not record n_head and n_embd={n_embd} is no multiple of 64: pass n_head=")
@@ -78,33 +80,29 @@ def convert_hf_state_dict(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Ten
     return out
 
 
-def from_hf(model_or_path: Any, n_head: int | None = None) -> GPT2LMModel:
-    """Our model from a `GPT2LMHeadModel`, a `save_pretrained` folder (or hub name) of one, or a state dict."""
+def hf_weights(model_or_path: Any, n_head: int | None = None) -> tuple[GPT2Config, dict[str, torch.Tensor]]:
+    """(our config, our state dict without the tied `lm_head.weight`) from a `GPT2LMHeadModel`, a
+    `save_pretrained` folder (or hub name) of one, or a state dict (give `n_head` unless it is n_embd / 64)."""
     if isinstance(model_or_path, Mapping):
         sd = convert_hf_state_dict(model_or_path)
-        config = _config_from_state_dict(model_or_path if "transformer.wte.weight" in model_or_path else sd, n_head)
+        config = config_from_state_dict(model_or_path if "transformer.wte.weight" in model_or_path else sd, n_head)
     else:
         if isinstance(model_or_path, (str, os.PathLike)):
             from transformers import GPT2LMHeadModel
 
             model_or_path = GPT2LMHeadModel.from_pretrained(model_or_path)
-        config = _config_from_hf(model_or_path.config)
+        config = config_from_hf(model_or_path.config)
         sd = convert_hf_state_dict(model_or_path.state_dict())
     sd.pop("lm_head.weight", None)  # tied to wte
-    model = GPT2LMModel(config)
-    missing, unexpected = model.load_state_dict(sd, strict=False)
-    missing = [k for k in missing if k != "lm_head.weight"]
-    if missing or unexpected:
-        raise ValueError(f"checkpoint does not match GPT-2: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    return model
+    return config, sd
 
 
-def to_hf(model: GPT2LMModel) -> Any:
-    """A transformers `GPT2LMHeadModel` with this model's weights (exact copy)."""
+def to_hf(config: GPT2Config, state_dict: Mapping[str, torch.Tensor]) -> Any:
+    """A transformers `GPT2LMHeadModel` (in training mode, fp32) holding `state_dict` (our names) exactly."""
     from transformers import GPT2Config as HFGPT2Config
     from transformers import GPT2LMHeadModel
 
-    c = model.config
+    c = config
     hf_config = HFGPT2Config(
         vocab_size=c.vocab_size,
         n_positions=c.n_positions,
@@ -123,9 +121,9 @@ def to_hf(model: GPT2LMModel) -> Any:
         pad_token_id=c.pad_token_id,
     )
     hf = GPT2LMHeadModel(hf_config)
-    sd = {k: (v.t().contiguous() if _CONV1D.search(k) else v) for k, v in model.state_dict().items()}
+    sd = {k: (v.t().contiguous() if _CONV1D.search(k) else v) for k, v in state_dict.items()}
     missing, unexpected = hf.load_state_dict(sd, strict=False)
     if unexpected or [k for k in missing if not _IGNORED.search(k) and k != "lm_head.weight"]:
         raise ValueError(f"could not map weights onto GPT2LMHeadModel: missing {missing}, unexpected {unexpected}")
     hf.tie_weights()
-    return hf.to(dtype=model.dtype).eval() if not model.training else hf
+    return hf

@@ -20,37 +20,15 @@ from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from gpt2core.config import GPT2Config
+from gpt2core.generation import FAST_GENERATE_ARGS
+from gpt2core.generation import generate as fast_generate
+from gpt2core.hf_interop import hf_weights, to_hf
+from gpt2core.kv_cache import KVCache
+
+__all__ = ["GPT2Config", "GPT2LMModel", "KVCache", "build_attention_mask", "causal_lm_loss"]
 
 # transformers renamed the output's `past_key_values` field to `cache` after 5.17; write whichever exists.
 _CACHE_FIELD = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
-
-
-class KVCache:
-    """Preallocated keys/values for every layer, written in place.
-
-    transformers' `DynamicCache` concatenates a new tensor at every step; at small model sizes that and its
-    bookkeeping cost more than the attention itself, so fast generation uses this instead. It has the same
-    `update`/`get_seq_length` interface, so the model treats both alike.
-    """
-
-    def __init__(self, config: GPT2Config, batch_size: int, max_len: int, dtype: torch.dtype, device: torch.device):
-        shape = (config.n_layer, batch_size, config.n_head, max_len, config.n_embd // config.n_head)
-        self.keys = torch.empty(shape, dtype=dtype, device=device)
-        self.values = torch.empty(shape, dtype=dtype, device=device)
-        self.lengths = [0] * config.n_layer
-        self.max_len = max_len
-
-    def get_seq_length(self, layer_idx: int = 0) -> int:
-        return self.lengths[layer_idx]
-
-    def update(self, k: torch.Tensor, v: torch.Tensor, layer_idx: int, *args: Any, **kwargs: Any):
-        start, end = self.lengths[layer_idx], self.lengths[layer_idx] + k.shape[2]
-        if end > self.max_len:
-            raise ValueError(f"KV cache holds {self.max_len} positions; {end} were asked for")
-        self.keys[layer_idx, :, :, start:end] = k
-        self.values[layer_idx, :, :, start:end] = v
-        self.lengths[layer_idx] = end
-        return self.keys[layer_idx, :, :, :end], self.values[layer_idx, :, :, :end]
 
 
 class CausalSelfAttention(nn.Module):
@@ -274,28 +252,42 @@ class GPT2LMModel(PreTrainedModel, GenerationMixin):
         `prepare_inputs_for_generation` (PEFT's prompt and prefix tuning do) go through
         `GenerationMixin.generate`, which honours them. `fast=False` forces that path.
         """
-        from gpt2core.generation import FAST_GENERATE_ARGS, generate
-
         fast = kwargs.pop("fast", True)
         hooked = "prepare_inputs_for_generation" in self.__dict__
         if fast and not hooked and set(kwargs) <= FAST_GENERATE_ARGS and len(args) <= 1:
-            return generate(self, *args, **kwargs)
+            return fast_generate(self, *args, **kwargs)
         kwargs.pop("seed", None)
         return GenerationMixin.generate(self, *args, **kwargs)
+
+    def has_plain_layers(self) -> bool:
+        """True when every layer is this file's own module (no adapter or other wrapper), so that a decoding step
+        that reads the weights directly (`gpt2core.generation.DecodeStep`) computes what `forward` would."""
+
+        def plain(b: nn.Module) -> bool:
+            linears = (b.attn.c_attn, b.attn.c_proj, b.mlp.c_fc, b.mlp.c_proj)
+            return (type(b) is Block and type(b.attn) is CausalSelfAttention and type(b.mlp) is MLP
+                    and all(type(m) is nn.Linear for m in linears))
+
+        head = self.lm_head
+        return all(plain(b) for b in self.transformer.h) and type(head) is nn.Linear and head.bias is None
 
     @classmethod
     def from_hf(cls, model_or_path: Any, n_head: int | None = None) -> "GPT2LMModel":
         """Load a transformers `GPT2LMHeadModel`, its state dict (give `n_head` unless it is n_embd / 64),
-        or a `save_pretrained` folder."""
-        from gpt2core.hf_interop import from_hf
-
-        return from_hf(model_or_path, n_head=n_head)
+        or a `save_pretrained` folder (or hub name) of one."""
+        config, state_dict = hf_weights(model_or_path, n_head=n_head)
+        model = cls(config)
+        missing, unexpected = model.load_state_dict(state_dict, strict=False)
+        missing = [k for k in missing if k != "lm_head.weight"]  # tied to wte
+        if missing or unexpected:
+            raise ValueError(f"checkpoint does not match GPT-2: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        return model
 
     def to_hf(self) -> Any:
-        """This model as a transformers `GPT2LMHeadModel` with identical weights."""
-        from gpt2core.hf_interop import to_hf
-
-        return to_hf(self)
+        """This model as a transformers `GPT2LMHeadModel` with identical weights (and dtype; eval mode unless
+        this model is training)."""
+        hf = to_hf(self.config, self.state_dict())
+        return hf.to(dtype=self.dtype).eval() if not self.training else hf
 
 
 def causal_lm_loss(
