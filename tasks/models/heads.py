@@ -183,9 +183,3 @@ class GPT2ForQuestionAnswering(GPT2HeadModel):
             loss = (F.cross_entropy(start_logits, start, ignore_index=T)
                     + F.cross_entropy(end_logits, end, ignore_index=T)) / 2
         return SpanOutput(loss=loss, start_logits=start_logits, end_logits=end_logits)
-
-
-HEADS: dict[str, type[GPT2HeadModel]] = {
-    "classification": GPT2ForSequenceClassification,
-    "qa": GPT2ForQuestionAnswering,
-}

@@ -9,7 +9,9 @@ A *sampler* turns one run's predictions JSONL rows into a function of resampled 
   its own paired bootstrap uses) are extracted once, summed over the resampled examples and turned into the corpus
   score: exactly `compute_metrics` on the resampled examples, at a fraction of the cost.
 - binary F1 / macro F1 (classification): from resampled confusion counts (sklearn's definitions, zero_division=0).
-- anything else: `tasks.metrics.compute_metrics` on the resampled examples, with `FALLBACK_RESAMPLES` resamples.
+- anything else: `tasks.evaluation.metrics.compute_metrics` on the resampled examples, with `FALLBACK_RESAMPLES`
+  resamples.
+Which metrics are means, and which way is better, comes from the metric registry.
 
 Intervals are percentile intervals (2.5th and 97.5th percentiles of `RESAMPLES` resamples, seeded). The paired
 test resamples the examples both rows scored (the same indices for both) and reports
@@ -24,14 +26,14 @@ from typing import Any
 
 import numpy as np
 
-from tasks.registry import TaskSpec
+from tasks.data.spec import TaskSpec
+from tasks.errors import RecordError
+from tasks.evaluation.metrics import METRICS, compute_metrics, higher_is_better
 
 RESAMPLES = 1000
 FALLBACK_RESAMPLES = 200
 SEED = 20240101
 ALPHA = 0.05
-MEAN_METRICS = frozenset({"accuracy", "exact_match", "rouge1", "rouge2", "rougeL"})
-LOWER_IS_BETTER = frozenset({"token_perplexity", "word_perplexity", "bits_per_byte", "nll"})
 
 Sampler = Callable[[np.ndarray], np.ndarray]
 
@@ -52,12 +54,9 @@ class Run:
             ids.append(str(r["id"]))
             preds.append(str(r["prediction"]))
             refs.append(list(r["references"]))
-            # baselines and few-shot nest the scores under "scores"; fine-tuning puts them at the top level
-            s = r.get("scores")
-            scores.append(dict(s) if isinstance(s, dict) else
-                          {k: v for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+            scores.append(dict(r["scores"]))
         if len(set(ids)) != len(ids):
-            raise ValueError("predictions repeat an example id; cannot pair examples")
+            raise RecordError("predictions repeat an example id; cannot pair examples")
         return cls(ids, preds, refs, scores)
 
     def subset(self, ids: Sequence[str]) -> "Run":
@@ -69,7 +68,7 @@ class Run:
 
 def is_mean_metric(task: TaskSpec, metric: str) -> bool:
     """Whether the metric is the mean of its per-example scores (so resampling averages them)."""
-    return metric in MEAN_METRICS or (metric == "f1" and task.kind == "qa")
+    return metric in METRICS and METRICS[metric].mean_of_examples
 
 
 def _sacrebleu_sampler(task: TaskSpec, metric: str, run: Run) -> Sampler | None:
@@ -95,7 +94,7 @@ def _f1_sampler(task: TaskSpec, metric: str, run: Run) -> Sampler:
     code = {name: i for i, name in enumerate(labels)}
     pred = np.array([code[p] for p in run.predictions])
     gold = np.array([code[r[0]] for r in run.references])
-    classes = [1] if metric == "f1" else list(range(len(labels)))  # binary F1: label_names[1] is positive
+    classes = [1] if metric == "binary_f1" else list(range(len(labels)))  # binary F1: label_names[1] is positive
 
     def sample(idx: np.ndarray) -> np.ndarray:
         p, g = pred[idx], gold[idx]
@@ -110,11 +109,9 @@ def _f1_sampler(task: TaskSpec, metric: str, run: Run) -> Sampler:
 
 
 def _generic_sampler(task: TaskSpec, metric: str, run: Run) -> Sampler:
-    from tasks.metrics import compute_metrics
-
     def sample(idx: np.ndarray) -> np.ndarray:
-        return np.array([compute_metrics(task, [run.predictions[i] for i in row],
-                                         [run.references[i] for i in row])[metric] for row in idx])
+        return np.array([compute_metrics([metric], [run.predictions[i] for i in row],
+                                         [run.references[i] for i in row], task.label_names)[metric] for row in idx])
 
     return sample
 
@@ -123,14 +120,14 @@ def sampler(task: TaskSpec, metric: str, run: Run) -> tuple[Sampler, bool]:
     """(the resampling function of `metric` for `run`, whether it is fast enough for `RESAMPLES` resamples)."""
     if is_mean_metric(task, metric):
         if not all(metric in s for s in run.scores):
-            raise ValueError(f"per-example scores lack {metric!r}")
+            raise RecordError(f"per-example scores lack {metric!r}")
         values = np.array([s[metric] for s in run.scores], dtype=np.float64)
         return (lambda idx: values[idx].mean(1)), True
     if metric in ("bleu", "chrf"):
         fast = _sacrebleu_sampler(task, metric, run)
         if fast is not None:
             return fast, True
-    if task.kind == "classification" and metric in ("f1", "macro_f1"):
+    if metric in ("binary_f1", "macro_f1"):
         return _f1_sampler(task, metric, run), True
     return _generic_sampler(task, metric, run), False
 
@@ -195,7 +192,7 @@ def paired_test(task: TaskSpec, metric: str, best: Sequence[Run], other: Sequenc
     b = resamples if fast_b and fast_o else min(resamples, FALLBACK_RESAMPLES)
     idx = _indices(len(ids), b, seed)
     diff = stat_best(idx) - stat_other(idx)
-    if metric in LOWER_IS_BETTER:
+    if not higher_is_better(metric):
         diff = -diff
     p = (1 + int((diff <= 0).sum())) / (1 + b)
     return PairedTest(p, len(ids), b, float(diff.mean()))
