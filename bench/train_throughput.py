@@ -47,7 +47,7 @@ def main() -> int:
     from gpt2core.config import GPT2Config
     from gpt2core.model import GPT2LMModel
     from gpt2core.pretrain.config import PretrainConfig
-    from gpt2core.pretrain.trainer import make_optimizer
+    from gpt2core.pretrain.optim import make_optimizer
 
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)

@@ -93,3 +93,10 @@ class GPT2Config(PretrainedConfig):
         d, inner = self.n_embd, self.n_inner or 4 * self.n_embd
         per_block = 2 * 2 * d + (d * 3 * d + 3 * d) + (d * d + d) + (d * inner + inner) + (inner * d + d)
         return self.vocab_size * d + self.n_positions * d + self.n_layer * per_block + 2 * d
+
+    def flops_per_token(self, seq_len: int) -> float:
+        """Training FLOPs per token, nanoGPT's estimate: 6 N (forward + backward of the weights) + 12 L H Q T
+        (attention scores), with N the weights less the position embeddings, the tied head counted once."""
+        d, inner = self.n_embd, self.n_inner or 4 * self.n_embd
+        n = self.vocab_size * d + self.n_layer * (4 * d * d + 2 * d * inner)
+        return 6 * n + 12 * self.n_layer * self.n_head * (d // self.n_head) * seq_len

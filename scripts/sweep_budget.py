@@ -11,7 +11,6 @@ import yaml
 
 from gpt2core.config import GPT2Config
 from gpt2core.pretrain.config import load_config
-from gpt2core.pretrain.trainer import flops_per_token
 
 
 def main() -> None:
@@ -27,7 +26,7 @@ def main() -> None:
     cfg = load_config(args.config, overrides)
     vocab = cfg.model.get("vocab_size") or cfg.corpus.tokenizer.vocab_size
     config = GPT2Config.from_preset(cfg.preset, **{**cfg.model, "vocab_size": vocab})
-    print(int(args.flops / flops_per_token(config, cfg.seq_len)))
+    print(int(args.flops / config.flops_per_token(cfg.seq_len)))
 
 
 if __name__ == "__main__":

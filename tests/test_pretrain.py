@@ -22,7 +22,9 @@ from gpt2core.pretrain.corpus import (
     unpack_shards,
 )
 from gpt2core.pretrain.evaluate import evaluate_perplexity
-from gpt2core.pretrain.trainer import CheckpointCorrupt, TrainingDiverged, list_checkpoints, train
+from gpt2core.errors import CheckpointCorrupt, TrainingDiverged
+from gpt2core.pretrain.checkpoints import list_checkpoints
+from gpt2core.pretrain.loop import train
 from gpt2core.tokenizer import load_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -211,7 +213,7 @@ def test_corrupt_checkpoint_on_resume(texts, prepared, tmp_path):
     with pytest.raises(CheckpointCorrupt, match="model.safetensors.*corrupt"):
         train(_cfg(texts, tmp_path, max_steps=4), resume=True, log=lambda *_: None)
     assert weights.exists() and weights.stat().st_size == 100
-    with pytest.raises(ValueError, match="--resume"):  # an existing run is never silently restarted
+    with pytest.raises(ConfigError, match="--resume"):  # an existing run is never silently restarted
         train(_cfg(texts, tmp_path, max_steps=4), log=lambda *_: None)
 
 

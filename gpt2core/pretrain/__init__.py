@@ -24,7 +24,7 @@ __all__ = [
 
 def __getattr__(name: str):
     if name == "train":
-        from gpt2core.pretrain.trainer import train
+        from gpt2core.pretrain.loop import train
 
         return train
     if name == "evaluate_perplexity":

@@ -67,7 +67,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 def run_pretrain(args: argparse.Namespace) -> int:
     from gpt2core.pretrain.config import load_config
     from gpt2core.pretrain.corpus import pack_shards, prepare_corpus, read_manifest
-    from gpt2core.pretrain.trainer import CheckpointCorrupt, TrainingDiverged, train
+    from gpt2core.errors import CheckpointCorrupt, TrainingDiverged
+    from gpt2core.pretrain.loop import train
 
     cfg = load_config(args.config, _overrides(args))
     if args.export_shards and not args.prepare_only:

@@ -1,0 +1,323 @@
+"""The pretraining loop: AdamW + warmup/cosine, gradient accumulation, bf16 autocast, DDP, checkpoints, resume.
+
+`train(cfg)` sets a run up (`Trainer`), restores it from a checkpoint when asked, steps it to `max_steps` (or the
+time budget) and finishes it: the final model folder, held-out perplexities, `summary.json` and the loss plot.
+How batches are drawn (`batches`), the optimizer (`optim`), checkpoints (`checkpoints`), processes (`distributed`)
+and the run's files (`runlog`) each live in their own module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+from gpt2core.checkpoint import atomic_save_pretrained
+from gpt2core.config import GPT2Config
+from gpt2core.errors import CheckpointCorrupt, CheckpointError, ConfigError, TrainingDiverged
+from gpt2core.model import GPT2LMModel
+from gpt2core.pretrain.config import expand_path  # step 4 moves this to gpt2core.paths
+from gpt2core.pretrain.batches import DATA_SCHEME, Batches
+from gpt2core.pretrain.checkpoints import (
+    TrainState,
+    list_checkpoints,
+    load_training_state,
+    load_weights,
+    save_checkpoint,
+)
+from gpt2core.pretrain.config import PretrainConfig
+from gpt2core.pretrain.corpus import load_tokens, prepare_corpus, read_manifest
+from gpt2core.pretrain.distributed import (
+    Dist,
+    all_reduce_mean,
+    any_rank,
+    barrier,
+    init_distributed,
+    resolve_device,
+    shutdown,
+    wrap_model,
+)
+from gpt2core.pretrain.optim import lr_at, make_optimizer, set_lr
+from gpt2core.pretrain.runlog import RunLog, mfu, plot_losses, write_summary
+from gpt2core.tokenizer import load_tokenizer
+
+__all__ = ["CheckpointCorrupt", "TrainingDiverged", "Trainer", "build_model", "train"]
+
+
+def train(cfg: PretrainConfig, *, resume: bool = False, init_from: str | os.PathLike | None = None,
+          log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train per `cfg`; returns a summary (steps, tokens, losses, perplexities, paths).
+
+    `resume`: continue from the latest checkpoint in `out_dir` (fresh start if there is none). `init_from`: a
+    checkpoint folder (with trainer_state.pt: full resume) or a model folder (weights only, a fresh optimizer).
+    Raises `TrainingDiverged` on a NaN/inf loss and `CheckpointCorrupt` for a damaged checkpoint.
+    """
+    dist = init_distributed(cfg.device)
+    try:
+        device = resolve_device(cfg.device, dist.local_rank)
+        trainer = Trainer(cfg, dist, device, log if dist.is_main else (lambda *_: None))
+        trainer.restore(resume, init_from)
+        return trainer.run()
+    finally:
+        shutdown(dist)
+
+
+def build_model(cfg: PretrainConfig, tokenizer: Any) -> GPT2LMModel:
+    """A freshly initialised model of `cfg.preset` (+ `cfg.model` overrides) sized to the tokenizer."""
+    eot = tokenizer.eos_token_id
+    overrides = {"vocab_size": len(tokenizer), "bos_token_id": eot, "eos_token_id": eot, "pad_token_id": eot,
+                 **cfg.model}
+    config = GPT2Config.from_preset(cfg.preset, **overrides)
+    if config.vocab_size < len(tokenizer):
+        raise ConfigError(f"model.vocab_size={config.vocab_size} is smaller than the tokenizer's {len(tokenizer)}; "
+                          "drop model.vocab_size or raise it")
+    return GPT2LMModel(config)
+
+
+def _configure_torch(device: torch.device, cfg: PretrainConfig, say: Callable[[str], None]) -> None:
+    if device.type == "cpu":
+        torch.set_flush_denormal(True)  # a denormal-heavy step can be 20x slower on CPU
+        if cfg.dtype == "bf16" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            say(f"WARNING: dtype bf16 on a CPU without native bf16 ({torch.backends.cpu.get_cpu_capability()}): "
+                "autocast is emulated and about 20x slower than fp32 here; use --dtype fp32")
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+    else:
+        torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.set_float32_matmul_precision("high")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # "Writing model shards" bars at every checkpoint
+
+
+class Trainer:
+    """One pretraining run: its corpus, model, optimizer and `TrainState`, stepped by `run()`."""
+
+    def __init__(self, cfg: PretrainConfig, dist: Dist, device: torch.device, say: Callable[[str], None]):
+        self.cfg, self.dist, self.device, self.say = cfg, dist, device, say
+        _configure_torch(device, cfg, say)
+        self.out_dir = expand_path(cfg.out_dir)
+        # Corpus: the main process prepares (or finds the cache), the others wait and then open it.
+        if dist.is_main:
+            self.corpus_dir = prepare_corpus(cfg.corpus, progress=cfg.progress, log=say)
+        barrier(dist)
+        if not dist.is_main:
+            self.corpus_dir = prepare_corpus(cfg.corpus, progress=False, log=lambda *_: None)
+        self.manifest = read_manifest(self.corpus_dir)
+        self.tokenizer = load_tokenizer(self.corpus_dir / "tokenizer")
+        self.batches = Batches(load_tokens(self.corpus_dir, "train"), load_tokens(self.corpus_dir, "val"), cfg,
+                               dist.rank, dist.world)
+        self.tokens_per_step = cfg.tokens_per_step(dist.world)
+        self.max_steps = math.ceil(cfg.max_tokens / self.tokens_per_step) if cfg.max_tokens else cfg.max_steps
+
+        torch.manual_seed(cfg.seed)
+        self.raw_model = build_model(cfg, self.tokenizer).to(device)
+        self.optimizer = make_optimizer(self.raw_model, cfg, device.type)
+        self.state = TrainState()
+        self.last_ckpt: Path | None = None  # the newest checkpoint of this run: where a diverged run can restart
+        self.autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if cfg.dtype == "bf16"
+                         else contextlib.nullcontext())
+
+    # ------------------------------------------------------------------------------------------ set-up
+
+    def restore(self, resume: bool, init_from: str | os.PathLike | None) -> None:
+        """Resume from the latest checkpoint (`resume`) or start from `init_from`; refuse to overwrite a run."""
+        ckpt: Path | None = None
+        checkpoints = list_checkpoints(self.out_dir)
+        if init_from is not None:
+            ckpt = Path(init_from)
+            if not ckpt.is_dir():
+                raise CheckpointError(f"--init-from {ckpt} is not a folder; pass a checkpoint or model folder")
+        elif resume:
+            ckpt = checkpoints[-1] if checkpoints else None
+            if ckpt is None:
+                self.say(f"resume: no checkpoint in {self.out_dir / 'checkpoints'}; starting from scratch")
+        elif checkpoints:
+            raise ConfigError(f"{self.out_dir} already holds checkpoints ({checkpoints[-1].name}); pass --resume to "
+                              "continue or choose another --out")
+        if ckpt is not None and (resume or (ckpt / "trainer_state.pt").exists()):
+            self.state = load_training_state(ckpt, self.raw_model, self.optimizer)
+            world, tps = self.state.world_size, self.state.tokens_per_step
+            if (world or self.dist.world) != self.dist.world or (tps or self.tokens_per_step) != self.tokens_per_step:
+                self.say(f"note: {ckpt} was written with world_size={world} and {tps} tokens/step; continuing "
+                         f"with {self.dist.world} and {self.tokens_per_step}")
+            self.say(f"resumed from {ckpt} at step {self.state.step} ({self.state.tokens:,} tokens)")
+            if resume:
+                self.last_ckpt = ckpt
+        elif ckpt is not None:
+            load_weights(ckpt, self.raw_model)
+            self.say(f"initialised the weights from {ckpt}")
+
+    # ------------------------------------------------------------------------------------------ steps
+
+    def _train_step(self, model: torch.nn.Module, lr: float) -> tuple[float, torch.Tensor | None]:
+        """One optimizer step over `grad_accum` micro-batches: (mean loss over all ranks, grad norm or None)."""
+        cfg, device = self.cfg, self.device
+        set_lr(self.optimizer, lr)
+        loss_sum = torch.zeros((), device=device)
+        for micro in range(cfg.grad_accum):
+            x, y = self.batches.train_batch(self.state.step, micro)
+            if device.type == "cuda":
+                x, y = x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+            sync = not self.dist.enabled or micro == cfg.grad_accum - 1  # DDP: all-reduce on the last one only
+            with (contextlib.nullcontext() if sync else model.no_sync()), self.autocast:
+                logits = model(input_ids=x).logits
+                loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+            (loss / cfg.grad_accum).backward()
+            loss_sum += loss.detach()
+        loss_mean = float(all_reduce_mean(loss_sum / cfg.grad_accum, self.dist))
+        if not math.isfinite(loss_mean):
+            self.optimizer.zero_grad(set_to_none=True)
+            return loss_mean, None
+        grad_norm = (torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), cfg.grad_clip)
+                     if cfg.grad_clip > 0 else None)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss_mean, grad_norm
+
+    @torch.no_grad()
+    def evaluate(self, model: torch.nn.Module) -> float:
+        """Mean validation loss over `eval_iters` fixed batches, shared out among the ranks."""
+        cfg, d = self.cfg, self.dist
+        eval_model = model.module if d.enabled else model  # no DDP hooks for forward-only passes
+        model.eval()
+        total = torch.zeros((), device=self.device)
+        for i in range(d.rank, cfg.eval_iters, d.world):
+            x, y = self.batches.val_batch(i)
+            with self.autocast:
+                logits = eval_model(input_ids=x.to(self.device)).logits
+            total += F.cross_entropy(logits.float().flatten(0, 1), y.to(self.device).flatten())
+        model.train()
+        total = all_reduce_mean(total, d) * d.world  # sum over ranks
+        return float(total) / cfg.eval_iters
+
+    def checkpoint(self, elapsed: float) -> Path | None:
+        """Save a checkpoint (main process) and wait for it on every rank; its path on the main process."""
+        path = None
+        if self.dist.is_main:
+            state = dataclasses.replace(self.state, elapsed=elapsed, world_size=self.dist.world,
+                                        tokens_per_step=self.tokens_per_step, seed=self.cfg.seed, data=DATA_SCHEME,
+                                        corpus_key=self.manifest["key"])
+            path = save_checkpoint(self.out_dir, self.raw_model, self.tokenizer, self.optimizer, state, self.cfg)
+        barrier(self.dist)
+        self.last_ckpt = path
+        return path
+
+    # ------------------------------------------------------------------------------------------ the loop
+
+    def run(self) -> dict[str, Any]:
+        """Step to `max_steps` (or the time budget), checkpointing on the way; then `finish`."""
+        from tqdm.auto import tqdm
+
+        cfg, d, state = self.cfg, self.dist, self.state
+        model: Any = torch.compile(self.raw_model) if cfg.compile else self.raw_model
+        model = wrap_model(model, d, self.device)
+        runlog = RunLog(self.out_dir, d.is_main, state.step)
+        n_params = sum(p.numel() for p in self.raw_model.parameters())
+        fpt = self.raw_model.config.flops_per_token(cfg.seq_len)
+        tokens = self.manifest["tokens"]
+        self.say(f"model {cfg.preset}: {n_params / 1e6:.2f}M parameters, vocab {self.raw_model.config.vocab_size}; "
+                 f"corpus {tokens['train']:,} train / {tokens['val']:,} val tokens; {self.tokens_per_step:,} "
+                 f"tokens/step x {self.max_steps} steps on {self.device} ({d.world} "
+                 f"process{'es' if d.world > 1 else ''}, {cfg.dtype})")
+
+        bar = tqdm(total=self.max_steps, initial=state.step, desc="pretrain", unit="step",
+                   disable=not (d.is_main and cfg.progress), dynamic_ncols=True)
+        t_start, prior_elapsed = time.time(), float(state.elapsed)
+        elapsed = lambda: prior_elapsed + time.time() - t_start  # noqa: E731
+        last_saved_step = state.step if self.last_ckpt is not None else -1
+        stop_reason, loss = "max_steps", float("nan")
+        t_log, tokens_log = time.time(), 0
+        model.train()
+        while state.step < self.max_steps:
+            lr = lr_at(state.step, cfg, self.max_steps)
+            loss, grad_norm = self._train_step(model, lr)
+            if not math.isfinite(loss):
+                where = (f"the last good checkpoint is {self.last_ckpt}" if self.last_ckpt
+                         else "no checkpoint was written before it")
+                runlog.write({"step": state.step + 1, "event": "diverged", "loss": str(loss)})
+                bar.close()
+                raise TrainingDiverged(f"loss is {loss} at step {state.step + 1}; stopped before that update; "
+                                       f"{where}; lower lr (or raise warmup_steps) and start again")
+            state.step += 1
+            state.tokens += self.tokens_per_step
+            tokens_log += self.tokens_per_step
+            bar.update(1)
+            last = state.step == self.max_steps
+
+            if state.step % cfg.log_interval == 0 or last:
+                now = time.time()
+                tok_s = tokens_log / max(now - t_log, 1e-9)
+                rec = {"step": state.step, "loss": loss, "lr": lr, "tokens": state.tokens,
+                       "tok_per_s": round(tok_s, 1), "elapsed": round(elapsed(), 2)}
+                if grad_norm is not None:
+                    rec["grad_norm"] = float(grad_norm)
+                if self.device.type == "cuda":
+                    rec["mfu"] = round(mfu(fpt, tok_s, d.world), 4)
+                runlog.write(rec)
+                bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tok_s:,.0f}")
+                t_log, tokens_log = now, 0
+            if state.step % cfg.eval_interval == 0 or last:
+                val = self.evaluate(model)
+                runlog.write({"step": state.step, "val_loss": val, "val_ppl": math.exp(min(val, 700)),
+                              "tokens": state.tokens, "elapsed": round(elapsed(), 2)})
+                if d.is_main:
+                    bar.write(f"step {state.step}: train loss {loss:.4f}, val loss {val:.4f} "
+                              f"(ppl {math.exp(min(val, 700)):.1f})")
+            out_of_time = any_rank(cfg.max_time_minutes is not None
+                                   and time.time() - t_start >= cfg.max_time_minutes * 60, d, self.device)
+            if state.step % cfg.checkpoint_interval == 0 or out_of_time or last:
+                self.checkpoint(elapsed())
+                last_saved_step = state.step
+            if out_of_time:
+                stop_reason = "max_time_minutes"
+                self.say(f"time budget of {cfg.max_time_minutes} minutes reached at step {state.step}; checkpointed")
+                break
+        bar.close()
+        if state.step != last_saved_step and state.step > 0:
+            self.checkpoint(elapsed())
+        summary = {"status": "ok", "stop_reason": stop_reason, "step": state.step, "max_steps": self.max_steps,
+                   "tokens": state.tokens, "elapsed": round(elapsed(), 2),
+                   "final_loss": loss if math.isfinite(loss) else None,
+                   "checkpoint": str(self.last_ckpt) if self.last_ckpt else None, "out_dir": str(self.out_dir),
+                   "parameters": n_params, "corpus": str(self.corpus_dir)}
+        return self.finish(summary, runlog)
+
+    def finish(self, summary: dict[str, Any], runlog: RunLog) -> dict[str, Any]:
+        """The final model folder, held-out perplexities, `summary.json` and the loss plot (main process)."""
+        cfg = self.cfg
+        val = runlog.last_val()
+        if val:
+            summary["val_loss"], summary["val_ppl"] = val["val_loss"], val["val_ppl"]
+        if not self.dist.is_main:
+            return summary
+        final_dir = atomic_save_pretrained(self.raw_model, self.out_dir / "model", max_shard_size=cfg.max_shard_size)
+        self.tokenizer.save_pretrained(final_dir)
+        summary["model"] = str(final_dir)
+        if cfg.ppl_eval:
+            from gpt2core.pretrain.evaluate import evaluate_perplexity
+
+            summary["ppl_eval"] = {}
+            for path in cfg.ppl_eval:
+                res = evaluate_perplexity(self.raw_model, self.tokenizer, expand_path(path), cfg.seq_len,
+                                          cfg.ppl_eval_stride or cfg.seq_len // 2, max_chars=cfg.ppl_eval_max_chars,
+                                          batch_size=cfg.eval_batch_size or cfg.micro_batch_size,
+                                          dtype=torch.bfloat16 if cfg.dtype == "bf16" else None)
+                summary["ppl_eval"][str(path)] = res
+                self.say(f"{Path(path).name}: ppl {res['ppl']:.2f}, {res['bpb']:.4f} bits/byte over "
+                         f"{res['tokens']:,} tokens")
+        write_summary(self.out_dir, summary)
+        try:
+            summary["plot"] = str(plot_losses(runlog.history, self.out_dir / "loss.png", cfg.plot_path))
+        except ImportError as e:  # matplotlib is optional for training itself
+            self.say(f"no loss plot ({e})")
+        return summary
