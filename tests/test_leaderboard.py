@@ -13,9 +13,14 @@ import numpy as np
 import pytest
 import yaml
 
-from tasks import bootstrap, leaderboard
+from tasks import bootstrap
 from tasks.leaderboard import LeaderboardError, config_from_dict, load_config, plan, run_leaderboard
-from tasks.leaderboard_render import COLUMNS, pareto_front
+from tasks.leaderboard import run as lb_run
+from tasks.leaderboard import runners
+from tasks.leaderboard.keys import cell_key
+from tasks.leaderboard.methods import parse_method
+from tasks.leaderboard.render.plots import pareto_front
+from tasks.leaderboard.render.rows import COLUMNS
 from tasks.registry import get_task
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,12 +36,12 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Counter:
-    """Wraps `leaderboard.execute_cell`: counts the cells that really run; can fail or interrupt one of them."""
+    """Wraps `run.execute_cell`: counts the cells that really run; can fail or interrupt one of them."""
 
     def __init__(self, monkeypatch, fail_at: int | None = None, exc: BaseException | None = None):
         self.calls: list[str] = []
         self.fail_at, self.exc = fail_at, exc
-        real = leaderboard.execute_cell
+        real = runners.execute_cell
 
         def wrapped(ctx, cell, key):
             self.calls.append(cell.label)
@@ -44,7 +49,7 @@ class Counter:
                 raise self.exc
             return real(ctx, cell, key)
 
-        monkeypatch.setattr(leaderboard, "execute_cell", wrapped)
+        monkeypatch.setattr(lb_run, "execute_cell", wrapped)
 
 
 def run(out, config=TEST_CONFIG, **kw):
@@ -162,7 +167,7 @@ def test_interrupted_run_keeps_finished_records_and_the_next_run_does_the_rest(t
 
 
 def test_a_failing_cell_is_reported_and_the_others_still_run(tmp_path, shared_data, monkeypatch):
-    from tasks.cli import main
+    from tasks.cli.main import main
 
     out = tmp_path / "lb"
     Counter(monkeypatch, fail_at=2, exc=RuntimeError("boom"))
@@ -178,7 +183,7 @@ def test_a_failing_cell_is_reported_and_the_others_still_run(tmp_path, shared_da
 def test_prompt_too_long_for_the_model_is_surfaced(tmp_path, shared_data, monkeypatch):
     from tasks.lm_eval import DummyLM
 
-    monkeypatch.setattr(leaderboard.Context, "lm", lambda self, model, batch_size: (DummyLM(max_length=6), None))
+    monkeypatch.setattr(runners.Context, "lm", lambda self, model, batch_size: (DummyLM(max_length=6), None))
     cfg = config_from_dict({"models": {"dummy": "dummy"}, "tasks": ["trec"], "methods": ["zero-shot"],
                             "budgets": {"max_eval_examples": 3}}, "inline.yaml")
     result, logs = run(tmp_path / "lb", cfg)
@@ -208,9 +213,9 @@ def test_finetune_and_trained_adapter_cells_on_a_tiny_backbone(tmp_path, tiny_ba
     assert rec["n_examples"] == 6
     # A budget that changes the result makes a new cell; one that does not (threads) does not.
     cfg2 = config_from_dict({**data, "budgets": {**data["budgets"], "threads": 2}}, "tiny.yaml")
-    assert [leaderboard.cell_key(cfg2, c)[0] for c in plan(cfg2)[0]] == [s.key for s in result.cells]
+    assert [cell_key(cfg2, c)[0] for c in plan(cfg2)[0]] == [s.key for s in result.cells]
     cfg3 = config_from_dict({**data, "budgets": {**data["budgets"], "max_steps": 2}}, "tiny.yaml")
-    keys3 = [leaderboard.cell_key(cfg3, c)[0] for c in plan(cfg3)[0]]
+    keys3 = [cell_key(cfg3, c)[0] for c in plan(cfg3)[0]]
     assert sum(k != s.key for k, s in zip(keys3, result.cells)) == 2  # both fine-tuning cells, not the baseline
 
     # The trained LoRA adapter as a model entry: evaluated (not retrained) in the finetune:lora row.
@@ -310,7 +315,7 @@ def test_config_errors_name_the_key_the_file_and_the_valid_names(over, needle):
 
 
 def test_unknown_model_filter_too_many_shots_and_a_missing_model_folder(tmp_path, shared_data, capsys):
-    from tasks.cli import main
+    from tasks.cli.main import main
 
     cfg = config_from_dict(_base(models={"a": "dummy", "b": "dummy"}), "two.yaml")
     with pytest.raises(LeaderboardError, match=r"unknown model 'c'.*Valid models: a, b"):
@@ -365,14 +370,14 @@ def test_shipped_configs_parse_and_plan_every_task():
     methods = {m.name for m in quick.methods}
     assert {"zero-shot", "few-shot:4", "finetune:lora"} <= methods and any(m.startswith("baseline:") for m in methods)
     full = load_config(REPO / "configs" / "leaderboard" / "full.yaml")
-    kinds = {leaderboard.parse_method(m.name).row_method for m in full.methods}
+    kinds = {parse_method(m.name).row_method for m in full.methods}
     assert {f"finetune:{m}" for m in ("full", "linear", "lora", "prompt", "prefix")} <= kinds
     assert "few-shot-calibrated" in kinds
     assert (quick.output, full.output) == ("leaderboard_quick", "leaderboard")  # quick never overwrites full
 
 
 def test_dry_run_lists_cells_and_writes_nothing(tmp_path, shared_data, capsys):
-    from tasks.cli import main
+    from tasks.cli.main import main
 
     assert main(["leaderboard", "--config", str(TEST_CONFIG), "--out", str(tmp_path / "lb"), "--dry-run"]) == 0
     out = capsys.readouterr().out

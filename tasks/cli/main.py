@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     from gpt2core.pretrain.cli import add_pretrain_parser
     from tasks.fewshot_cli import add_fewshot_parsers
     from tasks.finetune_cli import add_finetune_parsers
-    from tasks.leaderboard_cli import add_leaderboard_parser
+    from tasks.leaderboard.cli import add_leaderboard_parser
 
     add_pretrain_parser(sub)
     add_finetune_parsers(sub)

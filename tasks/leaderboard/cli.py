@@ -19,7 +19,7 @@ from typing import Any
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from tasks.leaderboard import run_leaderboard
+    from tasks.leaderboard.run import run_leaderboard
 
     parts = ["gpt2suite", "leaderboard", "--config", args.config, "--out", args.out]
     parts += [x for t in args.task or [] for x in ("--task", t)] + [x for m in args.model or [] for x in ("--model", m)]

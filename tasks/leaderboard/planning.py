@@ -1,0 +1,144 @@
+"""Planning: the cells a config asks for, in run order, and a note on each method that does not apply.
+
+A method that does not apply to a task (a baseline of another task family, a fine-tuning method the task's kind
+lacks, calibration outside classification, fine-tuning the `dummy` model) is skipped with a note. Few-shot demos
+and fine-tuning depend on the seed; the other cells (baselines, zero-shot, perplexity, trained adapters) run
+once, with the first seed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from tasks.leaderboard.config import BASELINE_MODEL, DUMMY_MODEL, Budgets, LeaderboardConfig, resolve_model_path
+from tasks.leaderboard.errors import LeaderboardError, unknown_name
+from tasks.leaderboard.methods import MethodSpec, parse_method
+from tasks.leaderboard.tasks_api import (PERPLEXITY_TASK, adapter_meta, applicable_finetune_methods,
+                                         baseline_choices, get_task, is_classification)
+
+
+@dataclass
+class Cell:
+    """One run: a (model, task, method, seed) with its budgets. `kind`: baseline | fewshot | finetune | adapter |
+    perplexity."""
+
+    model: str
+    task: str
+    method: MethodSpec
+    seed: int
+    budgets: Budgets
+    kind: str
+    adapter: str | None = None
+
+    @property
+    def label(self) -> str:
+        extra = " (trained adapter)" if self.kind == "adapter" else ""
+        return f"{self.task} | {self.method.name}{extra} | {self.model} | seed {self.seed}"
+
+    def describe(self) -> dict[str, Any]:
+        return {"model": self.model, "task": self.task, "method": self.method.name,
+                "row_method": self.method.row_method,
+                "shots": self.method.shots, "seed": self.seed, "kind": self.kind, "adapter": self.adapter}
+
+
+@dataclass
+class Note:
+    cell: str
+    message: str
+
+
+def _seed_matters(method: MethodSpec) -> bool:
+    """Few-shot demos and fine-tuning depend on the seed; every other cell is deterministic."""
+    return method.kind == "finetune" or (method.kind == "fewshot" and bool(method.shots))
+
+
+def plan(cfg: LeaderboardConfig, only_tasks: list[str] | None = None, only_models: list[str] | None = None,
+         only_methods: list[str] | None = None) -> tuple[list[Cell], list[Note]]:
+    """The cells the config asks for, in run order (task by task), and notes on the ones that do not apply.
+    `only_*` narrow it to some of the config's tasks, models and methods (names as in the config)."""
+    for t in only_tasks or []:
+        if t not in cfg.tasks:
+            raise unknown_name("task", t, cfg.tasks, f"--task (tasks of {cfg.source})")
+    for m in only_models or []:
+        if m not in cfg.models:
+            raise unknown_name("model", m, list(cfg.models), f"--model (models of {cfg.source})")
+    config_methods = list(dict.fromkeys(m.name for m in cfg.methods))
+    for m in only_methods or []:
+        if m not in config_methods:
+            raise unknown_name("method", m, config_methods, f"--method (methods of {cfg.source})")
+    tasks = [t for t in cfg.tasks if not only_tasks or t in only_tasks]
+    models = [m for m in cfg.models if not only_models or m in only_models]
+    cells: list[Cell] = []
+    notes: list[Note] = []
+    seen: set[tuple[Any, ...]] = set()
+
+    def add(cell: Cell) -> None:
+        ident = (cell.model, cell.task, cell.method.name, cell.seed, cell.kind)
+        if ident not in seen:
+            seen.add(ident)
+            cells.append(cell)
+
+    for task_name in tasks:
+        task_layer = cfg.budgets.merged(cfg.task_budgets.get(task_name))
+        if task_name == PERPLEXITY_TASK:
+            if only_methods:
+                continue  # perplexity is not one of the config's methods: it runs when no method is picked
+            ppl = MethodSpec("perplexity", "perplexity", "zero-shot", shots=0)
+            for model in models:
+                add(Cell(model, task_name, ppl, cfg.seeds[0], task_layer, "perplexity"))
+            continue
+        spec = get_task(task_name)
+        for entry in cfg.methods:
+            if (entry.tasks is not None and task_name not in entry.tasks) or \
+                    (only_methods and entry.name not in only_methods):
+                continue
+            method = parse_method(entry.name)
+            budgets = task_layer.merged(entry.budgets)
+            seeds = entry.seeds or cfg.seeds
+            if method.kind == "baseline":
+                family, baselines = baseline_choices(spec)
+                if method.baseline not in baselines:
+                    notes.append(Note(f"{task_name} | {method.name}", f"does not apply to {task_name} ({family}: "
+                                      f"{', '.join(baselines)}); skipped"))
+                    continue
+                add(Cell(BASELINE_MODEL, task_name, method, seeds[0], budgets, "baseline"))
+                continue
+            if method.calibrate and not is_classification(spec):
+                notes.append(Note(f"{task_name} | {method.name}", f"calibration applies to classification tasks "
+                                  f"only ({task_name} is {spec.kind}); skipped"))
+                continue
+            if method.kind == "finetune" and method.finetune not in applicable_finetune_methods(spec):
+                notes.append(Note(f"{task_name} | {method.name}", f"does not apply to {task_name} ({spec.kind}: "
+                                  f"{', '.join(applicable_finetune_methods(spec))}); skipped"))
+                continue
+            for model in models:
+                entry_m = cfg.models[model]
+                if method.kind == "finetune":
+                    adapter = entry_m.adapters.get(task_name)
+                    if adapter is not None and _adapter_method(adapter, task_name, model) == method.finetune:
+                        continue  # the trained adapter (below) takes this cell's place
+                    if entry_m.path == DUMMY_MODEL:
+                        notes.append(Note(f"{task_name} | {method.name} | {model}",
+                                          "the dummy model (DummyLM) cannot be fine-tuned; skipped"))
+                        continue
+                for seed in (seeds if _seed_matters(method) else seeds[:1]):
+                    add(Cell(model, task_name, method, seed, budgets, method.kind))
+        for model in models:
+            adapter = cfg.models[model].adapters.get(task_name)
+            if adapter is not None:
+                m = _adapter_method(adapter, task_name, model)
+                spec_m = MethodSpec(f"finetune:{m}", "adapter", f"finetune:{m}")
+                add(Cell(model, task_name, spec_m, cfg.seeds[0], task_layer, "adapter", adapter=adapter))
+    return cells, notes
+
+
+def _adapter_method(adapter: str, task: str, model: str) -> str:
+    folder = resolve_model_path(adapter)
+    meta = adapter_meta(folder)
+    if meta is None:
+        raise LeaderboardError(f"models.{model}.adapters.{task}: {folder} holds no gpt2suite.json; give a folder "
+                               "written by `gpt2suite finetune` (its <out>/model)")
+    if meta.get("task") != task:
+        raise LeaderboardError(f"models.{model}.adapters.{task}: {folder} was trained for task {meta.get('task')!r}")
+    return str(meta["method"])

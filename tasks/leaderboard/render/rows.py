@@ -1,0 +1,90 @@
+"""The leaderboard's rows: one per (model, task, method, shots, metric), with a bootstrap interval, and a paired
+test against the task's best row on its primary metric.
+
+A row of several seeds reports the mean over its runs (value, seconds, memory) and resamples the examples all its
+runs scored (the statistic is the mean over runs). The wikitext2 row is one document: no interval and no test;
+`n` is the number of tokens scored.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tasks.leaderboard.result import LeaderboardResult
+from tasks.leaderboard.tasks_api import (LOWER_IS_BETTER, PERPLEXITY_TASK, Run, bootstrap, get_task,
+                                         primary_metric, repo_relative, task_metrics)
+
+COLUMNS = ("model", "task", "method", "shots", "metric", "value", "ci_low", "ci_high", "n", "trainable_params",
+           "train_seconds", "eval_seconds", "peak_memory_mb", "record", "below_best", "p_value")
+
+
+def _mean(values: list[Any]) -> float | None:
+    vals = [float(v) for v in values if v is not None]
+    return sum(vals) / len(vals) if vals else None
+
+
+def _safe(fn: Any, *args: Any) -> Any:
+    """An interval or test, or None when the predictions cannot be resampled (the row still shows its value)."""
+    try:
+        return fn(*args)
+    except (KeyError, ValueError, TypeError) as e:
+        print(f"warning: no bootstrap for {args[0].name} {args[1]}: {type(e).__name__}: {e}")
+        return None
+
+
+def build_rows(result: LeaderboardResult) -> list[dict[str, Any]]:
+    """The leaderboard's rows (COLUMNS, plus `_`-prefixed fields for rendering), task by task, best first."""
+    groups: dict[tuple[Any, ...], list[Any]] = {}
+    for s in result.cells:
+        if s.record is None:
+            continue
+        key = (s.cell.model, s.cell.task, s.cell.method.row_method, s.cell.method.shots)
+        groups.setdefault(key, []).append(s)
+
+    by_task: dict[str, list[dict[str, Any]]] = {}
+    for (model, task, method, shots), members in groups.items():
+        runs = [Run.from_rows(s.rows) for s in members if s.rows]
+        first = members[0].record
+        spec = None if task == PERPLEXITY_TASK else get_task(task)
+        primary = primary_metric(task)
+        records = ";".join(repo_relative(s.path) for s in members)
+        for metric in task_metrics(task, first):
+            value = _mean([s.record["metrics"].get(metric) for s in members])
+            ci = _safe(bootstrap.confidence_interval, spec, metric, runs) if spec is not None and runs else None
+            n = ci.n if ci else (first.get("counts", {}).get("tokens") if task == PERPLEXITY_TASK
+                                 else first["n_examples"])
+            by_task.setdefault(task, []).append({
+                "model": model, "task": task, "method": method, "shots": shots, "metric": metric, "value": value,
+                "ci_low": ci.low if ci else None, "ci_high": ci.high if ci else None, "n": n,
+                "trainable_params": first.get("trainable_params"),
+                "train_seconds": _mean([s.record.get("train_seconds") for s in members]),
+                "eval_seconds": _mean([s.record.get("eval_seconds") for s in members]),
+                "peak_memory_mb": _mean([s.record.get("peak_memory_mb") for s in members]),
+                "record": records, "below_best": None, "p_value": None,
+                "_primary": metric == primary, "_runs": runs, "_seeds": [s.cell.seed for s in members],
+                "_ci_resamples": ci.resamples if ci else None, "_group": (model, method, shots),
+                "_records": [s.path for s in members],
+            })
+
+    out: list[dict[str, Any]] = []
+    for task in result.config.tasks:
+        rows = by_task.get(task, [])
+        primary_rows = [r for r in rows if r["_primary"] and r["value"] is not None]
+        metric = primary_metric(task)
+        order = sorted(primary_rows, key=lambda r: r["value"], reverse=metric not in LOWER_IS_BETTER)
+        if order:
+            best = order[0]
+            best["below_best"] = False
+            spec = None if task == PERPLEXITY_TASK else get_task(task)
+            for r in order[1:]:
+                test = (_safe(bootstrap.paired_test, spec, metric, best["_runs"], r["_runs"])
+                        if spec is not None and best["_runs"] and r["_runs"] else None)
+                if test is not None:
+                    r["p_value"] = test.p_value
+                    r["below_best"] = test.p_value < bootstrap.ALPHA
+        rank = {r["_group"]: i for i, r in enumerate(order)}
+        rows.sort(key=lambda r: (rank.get(r["_group"], len(rank)), not r["_primary"]))
+        for r in rows:
+            r["_rank"] = rank.get(r["_group"])
+        out.extend(rows)
+    return out

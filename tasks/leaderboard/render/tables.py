@@ -1,0 +1,119 @@
+"""The CSV (every metric of every row) and the Markdown page (a best-per-task summary, then each row's primary
+metric, the method notes and what was skipped, failed or not run yet)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+from tasks.leaderboard.render.rows import COLUMNS
+from tasks.leaderboard.render.text import BELOW, METHOD_NOTES, fmt, header_lines, method_label, params_label
+from tasks.leaderboard.result import LeaderboardResult
+from tasks.leaderboard.tasks_api import LOWER_IS_BETTER, atomic_write_text
+
+
+def _csv_value(col: str, value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:.4g}" if col == "p_value" else f"{value:.4f}"
+    return str(value)
+
+
+def write_csv(rows: list[dict[str, Any]], path: Path) -> Path:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(COLUMNS)
+    for r in rows:
+        w.writerow([_csv_value(c, r[c]) for c in COLUMNS])
+    atomic_write_text(path, buf.getvalue())
+    return path
+
+
+def _sig(r: dict[str, Any]) -> str:
+    if r["_rank"] == 0:
+        return "best"
+    if r["p_value"] is None:
+        return ""
+    return f"{BELOW} p={r['p_value']:.3f}" if r["below_best"] else f"p={r['p_value']:.3f}"
+
+
+def task_summary(rows: list[dict[str, Any]], tasks: list[str]) -> list[dict[str, Any]]:
+    """Per task: its best row, its best classic baseline and its best row that uses the backbone (primary metric),
+    and the margin of the backbone's best over the best baseline (positive: the backbone is ahead)."""
+    out = []
+    for task in tasks:
+        ranked = sorted((r for r in rows if r["task"] == task and r["_primary"] and r["_rank"] is not None),
+                        key=lambda r: r["_rank"])
+        if not ranked:
+            continue
+        baseline = next((r for r in ranked if r["method"].startswith("baseline:")), None)
+        backbone = next((r for r in ranked if not r["method"].startswith("baseline:")), None)
+        margin = None
+        if baseline is not None and backbone is not None:
+            margin = backbone["value"] - baseline["value"]
+            margin = -margin if ranked[0]["metric"] in LOWER_IS_BETTER else margin
+        out.append({"task": task, "metric": ranked[0]["metric"], "best": ranked[0], "baseline": baseline,
+                    "backbone": backbone, "margin": margin})
+    return out
+
+
+def _with_ci(r: dict[str, Any] | None) -> str:
+    if r is None:
+        return ""
+    digits = 4 if r["metric"] == "bits_per_byte" else 2
+    ci = f" [{fmt(r['ci_low'])}, {fmt(r['ci_high'])}]" if r["ci_low"] is not None else ""
+    return f"{method_label(r)}: {fmt(r['value'], digits)}{ci}"
+
+
+def _summary_lines(rows: list[dict[str, Any]], tasks: list[str]) -> list[str]:
+    out = ["## Best per task", "",
+           "| task | metric | best row | best classic baseline | best use of the backbone | backbone - baseline |",
+           "|---|---|---|---|---|---|"]
+    for t in task_summary(rows, tasks):
+        bb = t["backbone"]
+        sig = "" if bb is None or bb["_rank"] == 0 or bb["p_value"] is None else \
+            f" ({BELOW if bb['below_best'] else ''}p={bb['p_value']:.3f} vs best)"
+        margin = "" if t["margin"] is None else f"{t['margin']:+.2f}"
+        out.append(f"| {t['task']} | {t['metric']} | {_with_ci(t['best'])} | {_with_ci(t['baseline'])} | "
+                   f"{_with_ci(bb)}{sig} | {margin} |")
+    return out + [""]
+
+
+def write_markdown(result: LeaderboardResult, rows: list[dict[str, Any]], path: Path, command: str | None) -> Path:
+    name = result.config.name or Path(result.config.source).stem
+    out = [f"# Leaderboard: {name}", ""] + [f"{line}  " for line in header_lines(result, command)] + [""]
+    out += _summary_lines(rows, result.config.tasks) + ["## Every row (primary metric)", ""]
+    out += ["| task | # | model | method | metric | value | 95% CI | n | trainable params | train s | eval s "
+            "| peak MB | vs best | record |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if not r["_primary"]:
+            continue
+        ci = f"[{fmt(r['ci_low'])}, {fmt(r['ci_high'])}]" if r["ci_low"] is not None else ""
+        digits = 4 if r["metric"] == "bits_per_byte" else 2
+        rec = r["_records"][0]
+        link = os.path.relpath(rec, path.parent) if rec is not None else ""
+        more = f" (+{len(r['_records']) - 1})" if len(r["_records"]) > 1 else ""
+        seeds = f", {len(r['_seeds'])} seeds" if len(r["_seeds"]) > 1 else ""
+        out.append(f"| {r['task']} | {'' if r['_rank'] is None else r['_rank'] + 1} | {r['model']} | "
+                   f"{method_label(r)}{seeds} | {r['metric']} | {fmt(r['value'], digits)} | {ci} | {fmt(r['n'])} | "
+                   f"{params_label(r['trainable_params'])} | {fmt(r['train_seconds'], 1)} | "
+                   f"{fmt(r['eval_seconds'], 1)} | {fmt(r['peak_memory_mb'], 0)} | {_sig(r)} | [json]({link}){more} |")
+    out += [""] + [f"- {n}" for n in METHOD_NOTES]
+    skipped = [f"- {n.cell}: {n.message}" for n in result.notes]
+    failed = [f"- {s.cell.label}: {s.message}" for s in result.cells if s.status == "failed"]
+    missing = [f"- {s.cell.label}" for s in result.cells if s.status == "missing"]
+    for title, items in (("Skipped", skipped), ("Failed (rerun the command to retry)", failed),
+                         ("Not run yet", missing)):
+        if items:
+            out += ["", f"## {title}", ""] + items
+    stem = result.config.output
+    out += ["", f"Full table (every metric): `{stem}.csv`; sortable page with plots: `{stem}.html`.", ""]
+    atomic_write_text(path, "\n".join(out))
+    return path

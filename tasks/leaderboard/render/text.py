@@ -1,0 +1,71 @@
+"""How the rendered files word things: number formats, method labels, the header lines and the method notes."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+from typing import Any
+
+from tasks.leaderboard.result import LeaderboardResult
+from tasks.leaderboard.tasks_api import bootstrap
+
+BELOW = "▼"
+
+METHOD_NOTES = [
+    "Each task's methods are scored on the same examples (the first `max_eval_examples` of a seed-0 shuffle of "
+    "the eval split). Rows of several seeds show the mean over seeds.",
+    f"95% CI: percentile bootstrap over examples, {bootstrap.RESAMPLES} resamples (seeded); BLEU/chrF and F1 are "
+    "recomputed as corpus metrics on each resample (sacreBLEU sufficient statistics / confusion counts); any "
+    f"other corpus metric through `compute_metrics` with {bootstrap.FALLBACK_RESAMPLES} resamples.",
+    f"{BELOW}: significantly below the task's best row on its primary metric (one-sided paired bootstrap over the "
+    f"examples both rows scored, {bootstrap.RESAMPLES} resamples, p < {bootstrap.ALPHA}).",
+    "wikitext2: bits per byte (lower is better) of the WikiText-2 test text; one document, so no interval or test.",
+]
+
+
+def fmt(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return ""
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def method_label(r: dict[str, Any]) -> str:
+    shots = r["shots"]
+    return r["method"] + (f" (k={shots})" if r["method"].startswith("few-shot") and shots is not None else "")
+
+
+def params_label(n: Any) -> str:
+    if n is None:
+        return ""
+    n = int(n)
+    for unit, size in (("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.3g}{unit}"
+    return str(n)
+
+
+def _costs(result: LeaderboardResult) -> tuple[float, int, int]:
+    total = 0.0
+    for s in result.cells:
+        if s.record is not None:
+            total += (s.record.get("train_seconds") or 0) + (s.record.get("eval_seconds") or 0)
+    return total, result.count("ran"), result.count("cached")
+
+
+def header_lines(result: LeaderboardResult, command: str | None) -> list[str]:
+    total, ran, cached = _costs(result)
+    cfg = result.config
+    lines = [
+        f"Config: `{cfg.source}`" + (f" ({cfg.description})" if cfg.description else ""),
+        f"Command: `{command or 'gpt2suite leaderboard --config ' + cfg.source}`",
+        f"Generated {_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds')}; this invocation ran {ran} "
+        f"cells and reused {cached} ({result.wall_seconds:.0f} s wall); the records' train + eval time adds up to "
+        f"{total:.0f} s.",
+    ]
+    return lines

@@ -1,0 +1,135 @@
+"""The whole run: plan, look every cell up in the record store, run what is missing, commit each record, render.
+
+A cell's runner writes its record + predictions into a staging folder; `commit` moves them into `<out>/runs` as
+`<records.record_name>__lb<key>.json` (and `.predictions.jsonl`; the record last, atomically), stamped with the
+key under `leaderboard`: cells never share a file and records of the other commands are never replaced. A cell
+that fails is reported and the others go on; an interrupted run keeps every record completed so far and the next
+run does the rest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tasks.leaderboard.config import LeaderboardConfig, load_config
+from tasks.leaderboard.keys import EVAL_SUBSET, cell_key
+from tasks.leaderboard.planning import Cell, plan
+from tasks.leaderboard.render import render
+from tasks.leaderboard.render.rows import build_rows
+from tasks.leaderboard.result import CellStatus, LeaderboardResult
+from tasks.leaderboard.runners import Context, execute_cell, preflight
+from tasks.leaderboard.store import RecordStore
+from tasks.leaderboard.tasks_api import REPO_ROOT, read_predictions, read_record, repo_relative, write_record
+
+DEFAULT_OUT = REPO_ROOT / "results"
+DEFAULT_MODELS_DIR = REPO_ROOT / "runs" / "leaderboard"
+
+
+def commit(ctx: Context, staged: Path, key: str, cell: Cell) -> tuple[dict[str, Any], Path]:
+    """Move a runner's record + predictions from the cell's staging folder into the run folder, as
+    `<records.record_name minus .json>__lb<key>.json` (two cells never share a file, and records written by the
+    other commands are never replaced), stamped with the cell key under `leaderboard`. The record is written last,
+    atomically, so a record always has its predictions. Returns (record, its path)."""
+    record = read_record(staged)
+    name = staged.name[: -len(".json")] + f"__lb{key[:10]}"
+    if record.get("predictions"):
+        src = Path(record["predictions"])
+        src = src if src.is_absolute() else REPO_ROOT / src
+        dst = ctx.runs_dir / f"{name}.predictions.jsonl"
+        os.replace(src, dst)
+        record["predictions"] = repo_relative(dst)
+    record["leaderboard"] = {"cell_key": key, "cell": cell.describe(), "config": ctx.cfg.source,
+                             "eval_subset": EVAL_SUBSET if cell.kind != "perplexity" else None,
+                             "budgets": dataclasses.asdict(cell.budgets)}
+    path = write_record(record, ctx.runs_dir / f"{name}.json")
+    shutil.rmtree(ctx.staging(key), ignore_errors=True)
+    try:
+        ctx.staging(key).parent.rmdir()  # only when no other cell's staging folder is left
+    except OSError:
+        pass
+    return record, path
+
+
+def run_leaderboard(config: str | os.PathLike | LeaderboardConfig, out: str | os.PathLike = DEFAULT_OUT,
+                    dry_run: bool = False, render_only: bool = False, models_dir: str | os.PathLike | None = None,
+                    only_tasks: list[str] | None = None, only_models: list[str] | None = None,
+                    only_methods: list[str] | None = None,
+                    command: str | None = None, log: Callable[[str], None] | None = None) -> LeaderboardResult:
+    """Run what is missing (unless `dry_run` / `render_only`), then render into `out` (unless `dry_run`)."""
+    log = log or (lambda s: print(s, flush=True))
+    t_start = time.perf_counter()
+    cfg = config if isinstance(config, LeaderboardConfig) else load_config(config)
+    out = Path(out)
+    runs_dir = out / "runs"
+    cells, notes = plan(cfg, only_tasks, only_models, only_methods)
+    for n in notes:
+        log(f"skip  {n.cell}: {n.message}")
+    store = RecordStore(runs_dir, log)
+    ctx = Context(cfg, runs_dir, Path(models_dir) if models_dir else DEFAULT_MODELS_DIR)
+
+    statuses: list[CellStatus] = []
+    for cell in cells:
+        key, _ = cell_key(cfg, cell)
+        cached, problem = store.lookup(key)
+        if cached is not None:
+            statuses.append(CellStatus(cell, key, "cached", cached.record, cached.path, cached.rows))
+            continue
+        if problem:
+            log(f"warning: the cached record of {cell.label} cannot be used: {problem}; "
+                + ("it will be re-run" if not (dry_run or render_only) else "re-run it"))
+        statuses.append(CellStatus(cell, key, "planned", message=problem))
+    todo = [s for s in statuses if s.status == "planned"]
+    log(f"{cfg.source}: {len(cells)} cells: {len(cells) - len(todo)} cached, {len(todo)} to run, "
+        f"{len(notes)} skipped")
+    if dry_run:
+        for s in todo:
+            log(f"would run  {s.cell.label}")
+        return LeaderboardResult(cfg, statuses, notes, wall_seconds=time.perf_counter() - t_start)
+    if store.dirty:
+        store.save()
+    if render_only:
+        for s in todo:
+            s.status = "missing"
+    else:
+        for s in todo:  # bad input fails before any cell has run
+            preflight(ctx, s.cell)
+        _run_cells(ctx, store, todo, cfg, log)
+    result = LeaderboardResult(cfg, statuses, notes)
+    result.rows = build_rows(result)
+    result.wall_seconds = time.perf_counter() - t_start
+    result.files = render(result, out, command=command)
+    for name, path in result.files.items():
+        log(f"wrote {path}")
+    for s in result.failed:
+        log(f"FAILED {s.cell.label}: {s.message}")
+    return result
+
+
+def _run_cells(ctx: Context, store: RecordStore, todo: list[CellStatus], cfg: LeaderboardConfig,
+               log: Callable[[str], None]) -> None:
+    for i, s in enumerate(todo, 1):
+        log(f"[{i}/{len(todo)}] run  {s.cell.label}")
+        t0 = time.perf_counter()
+        try:
+            shutil.rmtree(ctx.staging(s.key), ignore_errors=True)  # what an interrupted try of this cell left
+            record, path = commit(ctx, execute_cell(ctx, s.cell, s.key), s.key, s.cell)
+            rows = read_predictions(record["predictions"]) if record.get("predictions") else None
+        except (KeyboardInterrupt, SystemExit):
+            log(f"interrupted in {s.cell.label}: the records written so far are kept; run again to do the rest")
+            raise
+        except Exception as e:  # one failing cell does not cost the others
+            s.status, s.message, s.seconds = "failed", f"{type(e).__name__}: {e}", time.perf_counter() - t0
+            log(f"[{i}/{len(todo)}] FAILED {s.cell.label}: {s.message}")
+            continue
+        store.add(s.key, path, s.cell)
+        s.status, s.record, s.path, s.rows, s.seconds = "ran", record, path, rows, time.perf_counter() - t0
+        metrics = " ".join(f"{k}={v:.2f}" for k, v in record["metrics"].items() if v is not None)
+        log(f"[{i}/{len(todo)}] done {s.cell.label}: {metrics} ({s.seconds:.1f}s) -> {path}")
+        if i == len(todo) or todo[i].cell.task != s.cell.task:
+            ctx.forget_task(s.cell.task)
