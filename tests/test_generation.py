@@ -114,7 +114,7 @@ def test_cli_generate(tmp_path, shared_data):
     model = GPT2LMModel(GPT2Config.from_preset("tiny", vocab_size=len(tok)))
     model.save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
-    cmd = [sys.executable, "-m", "tasks.cli", "generate", "--model", str(tmp_path), "--prompt", "Hello world",
+    cmd = [sys.executable, "-m", "tasks.cli.main", "generate", "--model", str(tmp_path), "--prompt", "Hello world",
            "--max-new-tokens", "5"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

@@ -11,16 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from gpt2core.errors import CorpusError
+from gpt2core.hashing import share_position
 from gpt2core.pretrain import corpus as corpus_mod
 from gpt2core.pretrain.config import ConfigError, config_from_dict, load_config
-from gpt2core.pretrain.corpus import (
-    bbc_news_split,
-    load_tokens,
-    pack_shards,
-    prepare_corpus,
-    read_manifest,
-    unpack_shards,
-)
+from gpt2core.pretrain.corpus import iter_documents, prepare_corpus
+from gpt2core.pretrain.prepared import load_tokens, pack_shards, read_manifest, unpack_shards
 from gpt2core.pretrain.evaluate import evaluate_perplexity
 from gpt2core.errors import CheckpointCorrupt, TrainingDiverged
 from gpt2core.pretrain.checkpoints import list_checkpoints
@@ -100,7 +96,8 @@ def test_prepare_writes_shards_and_manifest(prepared, texts):
     n_val = -(-len(lines) // 20)  # ceil
     tail = "".join(lines[len(lines) - n_val:])
     assert tail in val_text and tail not in train_text
-    assert {f["sha256"] for f in m["files"]} and m["bbc_news_split_rule"].startswith("bbc_news_split")
+    assert {f["sha256"] for f in m["files"]} and "share_position" in m["keep_rule"]
+    assert [s["keep"] for s in m["sources"]] == [None, None]
 
 
 def test_corpus_cache_hit_and_key_change(prepared, texts, tmp_path):
@@ -137,17 +134,40 @@ def test_pack_unpack_roundtrip(prepared, tmp_path):
     data = bytearray((packed / "val.bin.xz").read_bytes())
     data[len(data) // 2] ^= 0xFF
     (packed / "val.bin.xz").write_bytes(bytes(data))
-    with pytest.raises(ValueError, match="val.bin.xz"):
+    with pytest.raises(CorpusError, match="val.bin.xz"):
         unpack_shards(packed, tmp_path / "again")
 
 
-def test_bbc_news_split(shared_data):
-    assert bbc_news_split("business/001") == bbc_news_split("business/001")
-    with gzip.open(shared_data / "summarization" / "bbc_news_summary" / "train.jsonl.gz", "rt") as f:
-        ids = [json.loads(line)["id"] for line in f]
-    splits = [bbc_news_split(i) for i in ids]
-    share = {s: splits.count(s) / len(ids) for s in ("train", "validation", "test")}
-    assert 0.77 < share["train"] < 0.83 and 0.07 < share["validation"] < 0.13 and 0.07 < share["test"] < 0.13
+def test_keep_rule_carves_disjoint_parts(texts, tmp_path):
+    rows = [{"id": f"doc/{i:03d}", "text": f"text {i}"} for i in range(300)]
+    (tmp_path / "r.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    parts = []
+    for part in range(3):
+        cfg = _cfg(texts, tmp_path, corpus={"sources": [
+            {"path": str(tmp_path / "r.jsonl"), "keep": {"key": "id", "shares": [0.8, 0.1, 0.1], "part": part}}]})
+        parts.append([t for t, _ in iter_documents(cfg.corpus.sources[0], 0, val_every=10_000)])
+    assert sum(map(len, parts)) == 300 and len(set().union(*map(set, parts))) == 300
+    assert 200 < len(parts[0]) < 280
+    bucket = {f"text {i}": share_position(f"doc/{i:03d}", 10) for i in range(300)}
+    assert all(bucket[t] < 8 for t in parts[0]) and all(bucket[t] == 9 for t in parts[2])
+    with pytest.raises(ConfigError, match=r"keep.shares.*add up to 1"):
+        _cfg(texts, tmp_path, corpus={"sources": [{"path": "x.jsonl", "keep": {"shares": [0.8, 0.1]}}]})
+    with pytest.raises(ConfigError, match=r"keep.part: 3"):
+        _cfg(texts, tmp_path, corpus={"sources": [{"path": "x.jsonl", "keep": {"shares": [0.5, 0.5], "part": 3}}]})
+
+
+def test_default_corpus_keeps_the_hash_carved_train_ids(shared_data):
+    """The keep rule of configs/pretrain/corpus_default.yaml keeps exactly the ids whose
+    int(sha256(id)[:8], 16) % 10 < 8: the 80% train part the summarization task carves."""
+    import hashlib
+
+    cfg = load_config(REPO / "configs" / "pretrain" / "default.yaml")
+    (index, src), = [(i, s) for i, s in enumerate(cfg.corpus.sources) if s.keep is not None]
+    with gzip.open(corpus_mod.source_files(src, index)[0], "rt", encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f]
+    kept = {t for t, _ in iter_documents(src, index, val_every=10**9)}
+    expected = {r[src.field] for r in rows if int(hashlib.sha256(r["id"].encode()).hexdigest()[:8], 16) % 10 < 8}
+    assert kept == expected and 0.77 < len(kept) / len(rows) < 0.83
 
 
 # ---------------------------------------------------------------------------------------------- training
@@ -223,12 +243,12 @@ def test_corrupt_checkpoint_on_resume(texts, prepared, tmp_path):
 def test_missing_and_empty_corpus(texts, tmp_path):
     cfg = _cfg(texts, tmp_path, corpus={"sources": [{"path": str(tmp_path / "nope.txt.gz")}],
                                         "cache_dir": str(tmp_path / "c")})
-    with pytest.raises(FileNotFoundError, match="nope.txt.gz"):
+    with pytest.raises(CorpusError, match="nope.txt.gz"):
         prepare_corpus(cfg.corpus, progress=False, log=lambda *_: None)
     (tmp_path / "empty.txt").write_text("\n  \n")
     cfg = _cfg(texts, tmp_path, corpus={"sources": [{"path": str(tmp_path / "empty.txt")}],
                                         "cache_dir": str(tmp_path / "c")})
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(CorpusError, match="empty"):
         prepare_corpus(cfg.corpus, progress=False, log=lambda *_: None)
     assert not [p for p in (tmp_path / "c").iterdir() if not p.name.startswith(".")]
 
@@ -311,7 +331,7 @@ def test_gpt2suite_pretrain_tiny_config(shared_data, tmp_path):
     import subprocess
     import sys
 
-    cmd = [sys.executable, "-m", "tasks.cli", "pretrain", "--config", "configs/pretrain/tiny.yaml", "--out",
+    cmd = [sys.executable, "-m", "tasks.cli.main", "pretrain", "--config", "configs/pretrain/tiny.yaml", "--out",
            str(tmp_path / "run"), "--set", f"corpus.cache_dir={tmp_path / 'cache'}", "--no-progress"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[1])
     assert out.returncode == 0, out.stderr[-2000:]

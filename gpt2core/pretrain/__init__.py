@@ -4,15 +4,18 @@ Entry points: `prepare_corpus(cfg.corpus)`, `train(cfg)`, `evaluate_perplexity(.
 `pretrain` CLI (`gpt2core.pretrain.cli.add_pretrain_parser`). Heavy imports happen inside the functions.
 """
 
-from gpt2core.pretrain.config import ConfigError, CorpusConfig, PretrainConfig, SourceConfig, load_config
-from gpt2core.pretrain.corpus import bbc_news_split, pack_shards, prepare_corpus, unpack_shards
+from typing import Any
+
+from gpt2core.pretrain.config import ConfigError, CorpusConfig, KeepRule, PretrainConfig, SourceConfig, load_config
+from gpt2core.pretrain.corpus import prepare_corpus
+from gpt2core.pretrain.prepared import pack_shards, unpack_shards
 
 __all__ = [
     "ConfigError",
     "CorpusConfig",
+    "KeepRule",
     "PretrainConfig",
     "SourceConfig",
-    "bbc_news_split",
     "evaluate_perplexity",
     "load_config",
     "pack_shards",
@@ -22,7 +25,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name == "train":
         from gpt2core.pretrain.loop import train
 

@@ -46,12 +46,17 @@ def add_pretrain_parser(subparsers: Any) -> argparse.ArgumentParser:
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     import yaml
 
+    from gpt2core.errors import ConfigError
+
     out: dict[str, Any] = {}
     for item in args.set:
         if "=" not in item:
-            raise ValueError(f"--set {item!r}: expected KEY=VALUE")
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE (e.g. --set max_steps=20)")
         key, value = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({e})") from None
     for name, key in (("max_steps", "max_steps"), ("max_tokens", "max_tokens"), ("out", "out_dir"),
                       ("device", "device"), ("dtype", "dtype"), ("seed", "seed"), ("plot", "plot_path"),
                       ("max_time_minutes", "max_time_minutes"), ("shards", "corpus.prepared_dir")):
@@ -65,14 +70,15 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_pretrain(args: argparse.Namespace) -> int:
+    from gpt2core.errors import CheckpointCorrupt, ConfigError, TrainingDiverged
     from gpt2core.pretrain.config import load_config
-    from gpt2core.pretrain.corpus import pack_shards, prepare_corpus, read_manifest
-    from gpt2core.errors import CheckpointCorrupt, TrainingDiverged
+    from gpt2core.pretrain.corpus import prepare_corpus
     from gpt2core.pretrain.loop import train
+    from gpt2core.pretrain.prepared import pack_shards, read_manifest
 
     cfg = load_config(args.config, _overrides(args))
     if args.export_shards and not args.prepare_only:
-        raise ValueError("--export-shards goes with --prepare-only")
+        raise ConfigError("--export-shards goes with --prepare-only: add --prepare-only, or drop --export-shards")
     if args.prepare_only:
         folder = prepare_corpus(cfg.corpus, progress=cfg.progress)
         m = read_manifest(folder)
@@ -84,7 +90,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
                 import shutil
                 from pathlib import Path
 
-                from gpt2core.pretrain.config import expand_path
+                from gpt2core.paths import expand_path
 
                 (dest / "heldout").mkdir(exist_ok=True)
                 for f in cfg.ppl_eval:

@@ -1,47 +1,66 @@
 """Pretraining configuration: typed dataclasses read from YAML; an unknown key or a wrong type names the key and file.
 
-Paths may use `${SHARED_DATA}` (the shared data folder, `GPT2SUITE_SHARED_DATA` or `<repo>/../shared/data`) and
-`${REPO}`; other relative paths are taken from the current directory.
+Paths may use `${DATA_DIR}` (the local data mirror: `GPT2SUITE_DATA_DIR`, default `<repo>/../shared/data`) and
+`${REPO}` (see `gpt2core.paths.expand_path`); other relative paths are taken from the current directory.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import inspect
 import os
-import types
-import typing
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from gpt2core.errors import ConfigError
+from gpt2core.hashing import share_ranges
+from gpt2core.paths import expand_path
 from gpt2core.typed_config import from_dict as _from_dict
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
+from gpt2core.typed_config import read_yaml, unknown_name
 
 
+@dataclass
+class KeepRule:
+    """Keep only the JSONL records in one part of a split carved by a stable hash of a record field.
 
-def shared_data_dir() -> Path:
-    return Path(os.environ.get("GPT2SUITE_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+    `keep: {key: id, shares: [0.8, 0.1, 0.1], part: 0, seed: 0}` keeps the records whose
+    `gpt2core.hashing.share_position(record[key], resolution, seed)` lies in range number `part` (0-based) of
+    `gpt2core.hashing.share_ranges(shares)`: with shares 0.8/0.1/0.1 (resolution 10), part 0 keeps the positions
+    0-7 of 10, i.e. the records whose `int(sha256(str(record[key]))[:8 hex digits], 16) % 10 < 8`. A dataset whose
+    splits are carved by the same rule (same key, shares and seed) contributes exactly the records of that split.
+    """
 
+    key: str = "id"  # dotted path of the record field whose value (as text) is hashed
+    shares: list[float] = field(default_factory=lambda: [1.0])  # consecutive parts of [0, 1), summing to 1
+    part: int = 0  # which part to keep
+    seed: int = 0  # 0: hash the value itself; else f"{seed}:{value}"
 
-def expand_path(path: str | os.PathLike) -> Path:
-    """`${SHARED_DATA}`, `${REPO}`, `~` and other environment variables expanded."""
-    text = str(path).replace("${SHARED_DATA}", str(shared_data_dir())).replace("${REPO}", str(REPO_ROOT))
-    return Path(os.path.expanduser(os.path.expandvars(text)))
+    def span(self) -> tuple[int, int, int]:
+        """(resolution, first position, end position) of the kept part."""
+        resolution, ranges = share_ranges(self.shares)
+        return (resolution, *ranges[self.part])
+
+    def describe(self) -> dict[str, Any]:
+        resolution, lo, hi = self.span()
+        return {**dataclasses.asdict(self), "resolution": resolution, "positions": [lo, hi]}
 
 
 @dataclass
 class SourceConfig:
-    """One text source. `path` is a file or a glob (`.txt`, `.txt.gz`, `.jsonl`, `.jsonl.gz`), or use `dataset`."""
+    """One text source. `path` is a file or a glob (`.txt`, `.txt.gz`, `.jsonl`, `.jsonl.gz`), or use `dataset`.
+
+    `keep` (JSONL and dataset sources only) keeps a hash-carved part of the records, e.g. the train part of a
+    dataset that has no official split: `keep: {key: id, shares: [0.8, 0.1, 0.1], part: 0}` (see `KeepRule`).
+    """
 
     path: str | None = None
     field: str = "text"  # JSONL: dotted path of the text field (`translation.en`); lists are joined with spaces
     name: str | None = None  # label in the manifest (default: the file's name)
-    dedup: bool = False  # drop repeated texts (SQuAD repeats each context per question)
-    filter: str | None = None  # "bbc_news_train": keep only records whose `id` is in BBC News' train split
+    dedup: bool = False  # drop repeated texts (a QA dataset repeats each context once per question)
+    keep: KeepRule | None = None  # keep only the records of one hash-carved part (see KeepRule)
     dataset: str | None = None  # a `datasets` source instead of files: load_dataset(dataset, dataset_config)
     dataset_config: str | None = None
     split: str = "train"
@@ -119,17 +138,10 @@ def config_from_dict(data: dict[str, Any], source: str = "<dict>") -> PretrainCo
 
 def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> PretrainConfig:
     """Read a YAML config; `overrides` maps dotted keys (`corpus.tokenizer.vocab_size`) to values."""
-    import yaml
-
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"pretraining config {path} does not exist (see configs/pretrain/*.yaml)")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({e})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of config keys at the top level")
+        raise ConfigError(f"pretraining config {path} does not exist (see configs/pretrain/*.yaml)")
+    data = read_yaml(path, "pretraining config")
     data = _resolve_includes(data, path)
     for key, value in (overrides or {}).items():
         node = data
@@ -152,18 +164,14 @@ def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
 def _resolve_includes(data: dict[str, Any], path: Path) -> dict[str, Any]:
     """`include: base.yaml` at the top level or in `corpus:` (or `corpus: file.yaml`): the named file (relative to
     this one) is read first and this mapping's keys are merged over it."""
-    import yaml
 
     def load(name: Any, where: str) -> dict[str, Any]:
         if not isinstance(name, str):
             raise ConfigError(f"{path}: {where} must name a YAML file")
         inc = path.parent / expand_path(name)
         if not inc.is_file():
-            raise FileNotFoundError(f"{path}: {where} {name!r} not found (looked for {inc})")
-        loaded = yaml.safe_load(inc.read_text(encoding="utf-8")) or {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{inc}: expected a mapping")
-        return _resolve_includes(loaded, inc)
+            raise ConfigError(f"{path}: {where} {name!r} not found (looked for {inc})")
+        return _resolve_includes(read_yaml(inc, "included config"), inc)
 
     data = dict(data)
     if "include" in data:
@@ -181,11 +189,7 @@ def validate(cfg: PretrainConfig) -> None:
     from gpt2core.config import PRESETS, GPT2Config
 
     if cfg.preset not in PRESETS:
-        close = difflib.get_close_matches(cfg.preset, PRESETS, n=3)
-        raise ConfigError(f"preset: unknown preset {cfg.preset!r}; known: {', '.join(PRESETS)}"
-                          + (f" (did you mean {close[0]!r}?)" if close else ""))
-    import inspect
-
+        raise unknown_name("preset", cfg.preset, PRESETS, "preset")
     known = set(inspect.signature(GPT2Config.__init__).parameters) - {"self", "kwargs"}
     for key in cfg.model:
         if key not in known:
@@ -214,5 +218,16 @@ def validate(cfg: PretrainConfig) -> None:
     for i, s in enumerate(cfg.corpus.sources):
         if (s.path is None) == (s.dataset is None):
             raise ConfigError(f"corpus.sources[{i}]: give exactly one of 'path' or 'dataset'")
-        if s.filter not in (None, "bbc_news_train"):
-            raise ConfigError(f"corpus.sources[{i}].filter: unknown filter {s.filter!r} (known: bbc_news_train)")
+        if s.keep is not None:
+            _check_keep(s.keep, f"corpus.sources[{i}].keep")
+
+
+def _check_keep(rule: KeepRule, where: str) -> None:
+    if not rule.shares or any(x <= 0 for x in rule.shares):
+        raise ConfigError(f"{where}.shares: give one or more positive shares (e.g. [0.8, 0.1, 0.1]), got {rule.shares}")
+    if sum(Decimal(str(x)) for x in rule.shares) != 1:
+        raise ConfigError(f"{where}.shares: {rule.shares} must add up to 1")
+    if not 0 <= rule.part < len(rule.shares):
+        raise ConfigError(f"{where}.part: {rule.part} is not a part of {rule.shares} (0 to {len(rule.shares) - 1})")
+    if not rule.key:
+        raise ConfigError(f"{where}.key: name the record field to hash (e.g. id)")

@@ -16,34 +16,34 @@ import glob
 import gzip
 import hashlib
 import json
-import lzma
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from gpt2core.pretrain.config import ConfigError, CorpusConfig, SourceConfig, expand_path
+from gpt2core.errors import ConfigError, CorpusError
+from gpt2core.hashing import share_position
+from gpt2core.io import atomic_write_json
+from gpt2core.paths import DATA_DIR_VAR, DEFAULT_DATA_DIR, data_dir, expand_path
+from gpt2core.pretrain.config import CorpusConfig, KeepRule, SourceConfig
+from gpt2core.pretrain.prepared import open_prepared
 
 FORMAT_VERSION = 1  # bump when the document/split rules or the file layout change: it is part of the cache key
 EOT = "<|endoftext|>"
-BBC_SPLIT_RULE = (
-    "bbc_news_split(id): h = int(sha256(id.encode('utf-8')).hexdigest()[:8], 16) % 10; "
-    "h < 8 -> 'train', h == 8 -> 'validation', h == 9 -> 'test'"
+KEEP_RULE = (
+    "a source's keep {key, shares, part, seed} keeps the records whose gpt2core.hashing.share_position("
+    "str(record[key]), resolution, seed) = int(sha256(text)[:8 hex digits], 16) % resolution (text = the value, "
+    "or f'{seed}:{value}' when seed is not 0; resolution = 10 ** the most decimal places among shares) lies in "
+    "range `part` of the consecutive share ranges [0, resolution)"
 )
 _ENCODE_BATCH_CHARS = 1 << 20  # characters handed to the tokenizer per batch
 _CHUNK_CHARS = 1 << 15  # long documents are cut into pieces of about this size (at safe points) for threading
-
-
-def bbc_news_split(id: str) -> str:
-    """The fixed 80/10/10 split of BBC News Summary (no official split) by a stable hash of the record's id."""
-    h = int(hashlib.sha256(str(id).encode("utf-8")).hexdigest()[:8], 16) % 10
-    return "train" if h < 8 else ("validation" if h == 8 else "test")
 
 
 def file_sha256(path: Path) -> str:
@@ -63,17 +63,22 @@ def _open_text(path: Path):
     return gzip.open(path, "rt", encoding="utf-8") if path.name.endswith(".gz") else open(path, encoding="utf-8")
 
 
+def _data_dir_note() -> str:
+    return f"${{DATA_DIR}} is {DATA_DIR_VAR}={data_dir() or DEFAULT_DATA_DIR}"
+
+
 def read_text(path: str | os.PathLike, max_chars: int | None = None) -> str:
+    """A text file's text (`.txt` or `.txt.gz`), the first `max_chars` characters when given."""
     path = Path(path)
     try:
         with _open_text(path) as f:
             return f.read(max_chars if max_chars is not None else -1)
     except UnicodeDecodeError as e:
-        raise ValueError(f"{path} is not valid UTF-8 ({e}); re-encode it as UTF-8") from None
-    except (OSError, EOFError) as e:
-        if isinstance(e, FileNotFoundError):
-            raise
-        raise ValueError(f"cannot read {path}: {e}") from None
+        raise CorpusError(f"{path} is not valid UTF-8 ({e}); re-encode it as UTF-8") from None
+    except FileNotFoundError:
+        raise CorpusError(f"{path} does not exist; check the path ({_data_dir_note()})") from None
+    except (OSError, EOFError) as e:  # e.g. a truncated or non-gzip .gz file
+        raise CorpusError(f"cannot read {path}: {e}; restore or replace the file") from None
 
 
 def source_files(src: SourceConfig, index: int) -> list[Path]:
@@ -85,33 +90,46 @@ def source_files(src: SourceConfig, index: int) -> list[Path]:
     files = [f for f in files if not f.name.endswith(".md")]
     if not files or not all(f.is_file() for f in files):
         missing = next((f for f in files if not f.is_file()), pattern)
-        raise FileNotFoundError(
-            f"corpus.sources[{index}]: {missing} does not exist (path {src.path!r}; shared data folder is "
-            f"GPT2SUITE_SHARED_DATA or <repo>/../shared/data)"
-        )
+        raise CorpusError(f"corpus.sources[{index}]: {missing} does not exist (path {src.path!r}; "
+                          f"{_data_dir_note()}); fix the path or set {DATA_DIR_VAR}")
     for f in files:
         if not (f.name.endswith((".txt", ".txt.gz")) or _is_jsonl(f)):
             raise ConfigError(f"corpus.sources[{index}]: {f} is neither .txt(.gz) nor .jsonl(.gz)")
     return files
 
 
-def _get_field(record: Any, dotted: str, where: str) -> str:
+def _lookup(record: Any, dotted: str, where: str) -> Any:
     value = record
     for part in dotted.split("."):
         if not isinstance(value, dict) or part not in value:
-            raise ValueError(f"{where}: no field {dotted!r} in the record (keys: {list(record)[:10]})")
+            keys = list(record)[:10] if isinstance(record, dict) else type(record).__name__
+            raise CorpusError(f"{where}: no field {dotted!r} in the record (keys: {keys}); set the source's field")
         value = value[part]
+    return value
+
+
+def _get_field(record: Any, dotted: str, where: str) -> str:
+    value = _lookup(record, dotted, where)
     if isinstance(value, list):
         value = " ".join(str(v) for v in value)
     if not isinstance(value, str):
-        raise ValueError(f"{where}: field {dotted!r} is {type(value).__name__}, expected text")
+        raise CorpusError(f"{where}: field {dotted!r} is {type(value).__name__}, expected text")
     return value
+
+
+def _keeper(rule: KeepRule | None) -> Callable[[dict, str], bool]:
+    """Whether a record passes the source's `keep` rule (every record does without one)."""
+    if rule is None:
+        return lambda rec, where: True
+    resolution, lo, hi = rule.span()
+    return lambda rec, where: lo <= share_position(str(_lookup(rec, rule.key, where)), resolution, rule.seed) < hi
 
 
 def iter_documents(src: SourceConfig, index: int, val_every: int = 200) -> Iterator[tuple[str, bool]]:
     """(text, is_val) for every document of one source, in a fixed order."""
     seen: set[str] = set()
     n_docs = 0
+    keeps = _keeper(src.keep)
 
     def records() -> Iterator[tuple[dict, str]]:
         if src.dataset is not None:
@@ -133,16 +151,18 @@ def iter_documents(src: SourceConfig, index: int, val_every: int = 200) -> Itera
                             try:
                                 yield json.loads(line), f"{path}:{lineno}"
                             except json.JSONDecodeError as e:
-                                raise ValueError(f"{path}:{lineno}: not valid JSON ({e})") from None
+                                raise CorpusError(f"{path}:{lineno}: not valid JSON ({e}); fix or drop the line") from None
             except UnicodeDecodeError as e:
-                raise ValueError(f"{path} is not valid UTF-8 ({e})") from None
+                raise CorpusError(f"{path} is not valid UTF-8 ({e}); re-encode it as UTF-8") from None
             except (OSError, EOFError) as e:
-                raise ValueError(f"cannot read {path}: {e}") from None
+                raise CorpusError(f"cannot read {path}: {e}; restore or replace the file") from None
 
     # Text files: one document each; its last 1/val_every of lines is held out as a validation document.
     for path in source_files(src, index) if src.path is not None else []:
         if _is_jsonl(path):
             continue
+        if src.keep is not None:
+            raise ConfigError(f"corpus.sources[{index}].keep: applies to JSONL records, but {path} is a text file")
         if src.max_docs is not None and n_docs >= src.max_docs:
             return
         text = read_text(path, src.max_chars)
@@ -161,7 +181,7 @@ def iter_documents(src: SourceConfig, index: int, val_every: int = 200) -> Itera
     for rec, where in records():
         if src.max_docs is not None and n_docs >= src.max_docs:
             return
-        if src.filter == "bbc_news_train" and bbc_news_split(_get_field(rec, "id", where)) != "train":
+        if not keeps(rec, where):
             continue
         text = _get_field(rec, src.field, where)
         if not text.strip():
@@ -272,7 +292,7 @@ def _prepare_into(cfg: CorpusConfig, out: Path, inputs: dict, key: str, progress
                     n_chars += len(text)
                     f.write(json.dumps({"text": text}, ensure_ascii=False) + "\n")
         if n_chars == 0:
-            raise ValueError(f"corpus {cfg.name!r} is empty: its sources hold no text")
+            raise CorpusError(f"corpus {cfg.name!r} is empty: its sources hold no text; check corpus.sources")
         log(f"training a {cfg.tokenizer.vocab_size}-token BPE on {n_chars:,} characters")
         tok = train_tokenizer([docs_file], cfg.tokenizer.vocab_size, out / "tokenizer",
                               min_frequency=cfg.tokenizer.min_frequency, show_progress=progress)
@@ -326,13 +346,15 @@ def _prepare_into(cfg: CorpusConfig, out: Path, inputs: dict, key: str, progress
             f.close()
         bar.close()
     if counts["train"] == 0:
-        raise ValueError(f"corpus {cfg.name!r} is empty: its sources hold no text")
+        raise CorpusError(f"corpus {cfg.name!r} is empty: its sources hold no text; check corpus.sources")
     if counts["val"] == 0:
-        raise ValueError(f"corpus {cfg.name!r}: no validation documents (val_every={cfg.val_every}); add text")
+        raise CorpusError(f"corpus {cfg.name!r}: no validation documents (val_every={cfg.val_every}); add text or "
+                          "lower corpus.val_every")
 
     for i, src in enumerate(cfg.sources):
         stats.append({"index": i, "name": src.name or (Path(src.path).name if src.path else src.dataset),
-                      "path": src.path, "field": src.field, "filter": src.filter, **per_source[i]})
+                      "path": src.path, "field": src.field,
+                      "keep": src.keep.describe() if src.keep else None, **per_source[i]})
     manifest = {
         "name": cfg.name,
         "key": key,
@@ -348,106 +370,8 @@ def _prepare_into(cfg: CorpusConfig, out: Path, inputs: dict, key: str, progress
                   for p, f in zip(inputs["file_paths"], inputs["files"])],
         "split_rule": (f"JSONL sources: every {cfg.val_every}th kept document (1-based) is validation; text files: "
                        f"one document each, whose last ceil(lines/{cfg.val_every}) lines are validation"),
-        "bbc_news_split_rule": BBC_SPLIT_RULE,
+        "keep_rule": KEEP_RULE,
         "document_separator": EOT + " before every document",
         "seconds": round(time.time() - t0, 1),
     }
-    _write_json(out / "manifest.json", manifest)
-
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def read_manifest(folder: Path) -> dict[str, Any]:
-    try:
-        return json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{folder} is not a prepared corpus (no manifest.json); run pretrain --prepare-only")
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{folder}/manifest.json is corrupt ({e}); delete the folder and prepare again") from None
-
-
-def load_tokens(folder: Path, split: str) -> np.ndarray:
-    """The token memmap of one split of a prepared corpus."""
-    manifest = read_manifest(folder)
-    path = folder / f"{split}.bin"
-    arr = np.memmap(path, dtype=manifest["dtype"], mode="r")
-    if len(arr) != manifest["tokens"][split]:
-        raise ValueError(f"{path} holds {len(arr)} tokens but manifest.json says {manifest['tokens'][split]}: "
-                         "the file is truncated; delete the folder and prepare again")
-    return arr
-
-
-# ---- packed shards: a prepared corpus compressed for transfer (e.g. to a rented GPU) ----
-
-def _move_into(tmp: Path, dest: Path) -> None:
-    """Move every entry of `tmp` into `dest`, replacing what is there (each file by an atomic rename)."""
-    for name in os.listdir(tmp):
-        target = dest / name
-        if target.is_dir():
-            shutil.rmtree(target)
-        os.replace(tmp / name, target)
-
-
-def pack_shards(prepared: str | os.PathLike, dest: str | os.PathLike, preset: int = 9, log=print) -> Path:
-    """Compress a prepared corpus into `dest/` (manifest.json, tokenizer/, train.bin.xz, val.bin.xz)."""
-    src, dest = Path(prepared), Path(dest)
-    manifest = read_manifest(src)
-    itemsize = np.dtype(manifest["dtype"]).itemsize
-    dest.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".pack.", dir=dest))
-    try:
-        shutil.copytree(src / "tokenizer", tmp / "tokenizer")
-        for split in ("train", "val"):
-            raw = (src / f"{split}.bin").read_bytes()
-            # Plain LZMA on the little-endian array: tried on 4M tokens of the default corpus, 7.4 bits/token,
-            # against 9.9 with the bytes split into planes and 8.2 with bz2.
-            data = lzma.compress(raw, preset=preset | lzma.PRESET_EXTREME)
-            (tmp / f"{split}.bin.xz").write_bytes(data)
-            log(f"{split}: {len(raw):,} bytes -> {len(data):,} bytes xz ({8 * len(data) / (len(raw) / itemsize):.2f} "
-                "bits/token)")
-        _write_json(tmp / "manifest.json", {**manifest, "packed": {"codec": "xz"}})
-        _move_into(tmp, dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return dest
-
-
-def unpack_shards(packed: str | os.PathLike, dest: str | os.PathLike) -> Path:
-    """Restore a prepared corpus from `pack_shards` output; checks every file's sha256 against the manifest."""
-    src, dest = Path(packed), Path(dest)
-    manifest = read_manifest(src)
-    if (dest / "manifest.json").is_file() and read_manifest(dest).get("key") == manifest["key"]:
-        return dest
-    dest.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".unpack.", dir=dest))
-    try:
-        shutil.copytree(src / "tokenizer", tmp / "tokenizer")
-        for split in ("train", "val"):
-            try:
-                raw = lzma.decompress((src / f"{split}.bin.xz").read_bytes())
-            except (lzma.LZMAError, OSError) as e:
-                raise ValueError(f"{src / (split + '.bin.xz')} is corrupt or missing ({e}); copy it again") from None
-            if hashlib.sha256(raw).hexdigest() != manifest["sha256"][split]:
-                raise ValueError(f"{src / (split + '.bin.xz')}: sha256 differs from manifest.json; copy it again")
-            (tmp / f"{split}.bin").write_bytes(raw)
-        manifest.pop("packed", None)
-        _write_json(tmp / "manifest.json", manifest)
-        _move_into(tmp, dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return dest
-
-
-def open_prepared(folder: Path, cache_dir: Path) -> Path:
-    """A prepared corpus folder; packed shards are unpacked into the cache (`<cache_dir>/<name>-<key>`) first."""
-    if not folder.is_dir():
-        raise FileNotFoundError(f"corpus.prepared_dir {folder} does not exist")
-    if (folder / "train.bin.xz").is_file():
-        m = read_manifest(folder)
-        return unpack_shards(folder, cache_dir / f"{m['name']}-{m['key']}")
-    read_manifest(folder)
-    return folder
+    atomic_write_json(out / "manifest.json", manifest, indent=1)

@@ -23,7 +23,7 @@ from gpt2core.checkpoint import atomic_save_pretrained
 from gpt2core.config import GPT2Config
 from gpt2core.errors import CheckpointCorrupt, CheckpointError, ConfigError, TrainingDiverged
 from gpt2core.model import GPT2LMModel
-from gpt2core.pretrain.config import expand_path  # step 4 moves this to gpt2core.paths
+from gpt2core.paths import expand_path
 from gpt2core.pretrain.batches import DATA_SCHEME, Batches
 from gpt2core.pretrain.checkpoints import (
     TrainState,
@@ -33,7 +33,7 @@ from gpt2core.pretrain.checkpoints import (
     save_checkpoint,
 )
 from gpt2core.pretrain.config import PretrainConfig
-from gpt2core.pretrain.corpus import load_tokens, prepare_corpus, read_manifest
+from gpt2core.pretrain.corpus import prepare_corpus
 from gpt2core.pretrain.distributed import (
     Dist,
     all_reduce_mean,
@@ -45,6 +45,7 @@ from gpt2core.pretrain.distributed import (
     wrap_model,
 )
 from gpt2core.pretrain.optim import lr_at, make_optimizer, set_lr
+from gpt2core.pretrain.prepared import load_tokens, read_manifest
 from gpt2core.pretrain.runlog import RunLog, mfu, plot_losses, write_summary
 from gpt2core.tokenizer import load_tokenizer
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from gpt2core.io import atomic_write_bytes, atomic_write_json, atomic_write_text
-from gpt2core.pretrain.config import expand_path  # step 4 moves this to gpt2core.paths
+from gpt2core.paths import expand_path
 
 # Dense bf16 peak of an H100/H200 SXM (989.4 TFLOP/s, NVIDIA's datasheet, without sparsity). Matrix products
 # measured on this project's H200 reach about 790, so an MFU near 0.8 would be the practical ceiling.
