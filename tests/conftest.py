@@ -14,7 +14,7 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("GPT2SUITE_SHARED_DATA", REPO.parent / "shared" / "data"))
+SHARED_DATA = Path(os.environ.get("GPT2SUITE_DATA_DIR") or REPO.parent / "shared" / "data")
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def one_thread():
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"shared data not found at {SHARED_DATA} (set GPT2SUITE_SHARED_DATA)")
+        pytest.skip(f"shared data not found at {SHARED_DATA} (set GPT2SUITE_DATA_DIR)")
     return SHARED_DATA
 
 

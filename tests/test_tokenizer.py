@@ -17,7 +17,7 @@ from gpt2core.tokenizer import EOT, load_tokenizer, tokenizer_hash, train_tokeni
 regex = pytest.importorskip("regex")  # \p{L} in GPT-2's pre-tokenisation pattern; a transformers dependency
 
 SHARED_DATA = Path(
-    os.environ.get("GPT2SUITE_SHARED_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    os.environ.get("GPT2SUITE_DATA_DIR") or Path(__file__).resolve().parents[1].parent / "shared" / "data"
 )
 GPT2_DIR = SHARED_DATA / "tokenizers" / "gpt2"
 SHAKESPEARE = SHARED_DATA / "corpus" / "tinyshakespeare" / "input.txt.gz"

@@ -1,4 +1,4 @@
-"""Held-out perplexity with strided rolling windows (as language-model benchmarks report it), and bits per UTF-8 byte."""
+"""Held-out perplexity with strided rolling windows, and bits per UTF-8 byte."""
 
 from __future__ import annotations
 
