@@ -7,6 +7,8 @@ from typing import Any
 
 from transformers import PretrainedConfig
 
+from gpt2core.errors import ModelConfigError
+
 GPT2_VOCAB_SIZE = 50257
 EOT_TOKEN_ID = 50256
 
@@ -56,7 +58,7 @@ class GPT2Config(PretrainedConfig):
         **kwargs: Any,
     ) -> None:
         if n_embd % n_head != 0:
-            raise ValueError(f"n_embd ({n_embd}) must be divisible by n_head ({n_head})")
+            raise ModelConfigError(f"n_embd ({n_embd}) must be divisible by n_head ({n_head}); change one of them")
         self.vocab_size = vocab_size
         self.n_positions = n_positions
         self.n_embd = n_embd
@@ -85,7 +87,7 @@ class GPT2Config(PretrainedConfig):
         if name not in PRESETS:
             close = difflib.get_close_matches(name, PRESETS, n=3)
             hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-            raise ValueError(f"unknown preset {name!r}.{hint} Known presets: {', '.join(PRESETS)}")
+            raise ModelConfigError(f"unknown preset {name!r}.{hint} Known presets: {', '.join(PRESETS)}")
         return cls(**{**PRESETS[name], **overrides})
 
     def num_parameters(self) -> int:

@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from gpt2core.errors import ModelInputError
 from gpt2core.kv_cache import KVCache
 
 FAST_GENERATE_ARGS = frozenset(
@@ -111,6 +112,17 @@ def sample_next(
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
+def _check_arguments(max_new_tokens: int, temperature: float, top_k: int, top_p: float) -> None:
+    if max_new_tokens < 0:
+        raise ModelInputError(f"max_new_tokens must be 0 or more, got {max_new_tokens}")
+    if temperature < 0:
+        raise ModelInputError(f"temperature must be 0 (greedy) or more, got {temperature}")
+    if top_k < 0:
+        raise ModelInputError(f"top_k must be 0 (no top-k cut) or more, got {top_k}")
+    if not 0.0 < top_p <= 1.0:
+        raise ModelInputError(f"top_p must lie in (0, 1] (1: no nucleus cut), got {top_p}")
+
+
 def _as_set(ids: int | list[int] | None) -> set[int]:
     if ids is None:
         return set()
@@ -144,13 +156,15 @@ def generate(
         input_ids = input_ids[None]
     B, T = input_ids.shape
     if T == 0:
-        raise ValueError("generate needs a prompt of at least one token")
+        raise ModelInputError("generate needs a prompt of at least one token (an empty prompt: pass the EOS id)")
+    _check_arguments(max_new_tokens, temperature, top_k, top_p)
     if T + max_new_tokens > config.n_positions:
-        raise ValueError(
-            f"prompt ({T} tokens) + max_new_tokens ({max_new_tokens}) exceeds n_positions={config.n_positions}"
+        raise ModelInputError(
+            f"prompt ({T} tokens) + max_new_tokens ({max_new_tokens}) exceeds n_positions={config.n_positions}; "
+            "shorten the prompt or ask for fewer tokens"
         )
     if stop_strings and tokenizer is None:
-        raise ValueError("stop_strings need the tokenizer to decode the continuation: pass tokenizer=...")
+        raise ModelInputError("stop_strings need the tokenizer to decode the continuation: pass tokenizer=...")
     stop_strings = [stop_strings] if isinstance(stop_strings, str) else list(stop_strings or [])
     eos = _as_set(config.eos_token_id if eos_token_id is None else eos_token_id)
     pad = pad_token_id if pad_token_id is not None else (config.pad_token_id if config.pad_token_id is not None else 0)

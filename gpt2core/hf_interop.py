@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from gpt2core.config import GPT2Config
+from gpt2core.errors import CheckpointError
 
 _CONV1D = re.compile(r"\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)\.weight$")
 # Buffers older transformers versions saved with GPT-2; they hold no weights.
@@ -26,10 +27,11 @@ def config_from_hf(hf_config: Any) -> GPT2Config:
     """Our config from a transformers `GPT2Config`; variants that are not OpenAI's GPT-2 are refused."""
     act = getattr(hf_config, "activation_function", "gelu_new")
     if act not in ("gelu_new", "gelu_pytorch_tanh"):
-        raise ValueError(f"GPT-2 uses the tanh GELU; this checkpoint uses activation_function={act!r}")
+        raise CheckpointError(f"GPT-2 uses the tanh GELU; this checkpoint uses activation_function={act!r}, which "
+                              "gpt2core does not support")
     for flag in ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn", "add_cross_attention"):
         if getattr(hf_config, flag, False):
-            raise ValueError(f"checkpoints with {flag}=True are not OpenAI's GPT-2 and are not supported")
+            raise CheckpointError(f"checkpoints with {flag}=True are not OpenAI's GPT-2 and are not supported")
     return GPT2Config(
         vocab_size=hf_config.vocab_size,
         n_positions=hf_config.n_positions,
@@ -55,7 +57,8 @@ def config_from_state_dict(sd: Mapping[str, torch.Tensor], n_head: int | None) -
     """The config a state dict (our names) implies; only the head count is not recorded in the weights."""
     vocab_size, n_embd = sd["transformer.wte.weight"].shape
     if n_head is None and (n_embd % 64 or n_embd < 64):
-        raise ValueError(f"a state dict does not record n_head and n_embd={n_embd} is no multiple of 64: pass n_head=")
+        raise CheckpointError(f"a state dict does not record n_head and n_embd={n_embd} is no multiple of 64: "
+                              "pass n_head=")
     n_layer = 1 + max(int(m.group(1)) for k in sd if (m := re.match(r"transformer\.h\.(\d+)\.", k)))
     inner = sd["transformer.h.0.mlp.c_fc.weight"].shape[1]
     return GPT2Config(

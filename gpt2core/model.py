@@ -20,6 +20,7 @@ from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from gpt2core.config import GPT2Config
+from gpt2core.errors import CheckpointError, ModelInputError
 from gpt2core.generation import FAST_GENERATE_ARGS
 from gpt2core.generation import generate as fast_generate
 from gpt2core.hf_interop import hf_weights, to_hf
@@ -114,7 +115,7 @@ def build_attention_mask(
     if attention_mask is None:
         return allowed, False
     if attention_mask.shape[-1] != past_len + q_len:
-        raise ValueError(
+        raise ModelInputError(
             f"attention_mask covers {attention_mask.shape[-1]} positions but past + input is {past_len + q_len}"
         )
     keep = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, past + T)
@@ -166,7 +167,7 @@ class GPT2LMModel(PreTrainedModel, GenerationMixin):
     def _check_inputs(self, input_ids: torch.Tensor | None, past_len: int, q_len: int) -> None:
         n_pos = self.config.n_positions
         if past_len + q_len > n_pos:
-            raise ValueError(
+            raise ModelInputError(
                 f"input of {q_len} tokens after {past_len} cached ones exceeds the model's n_positions={n_pos}; "
                 "truncate or window the input"
             )
@@ -176,7 +177,7 @@ class GPT2LMModel(PreTrainedModel, GenerationMixin):
             if not torch.compiler.is_compiling() and input_ids.numel():
                 lo, hi = int(input_ids.min()), int(input_ids.max())
                 if lo < 0 or hi >= self.config.vocab_size:
-                    raise ValueError(
+                    raise ModelInputError(
                         f"token ids must lie in [0, {self.config.vocab_size}) for this model; got min {lo}, "
                         f"max {hi} (was the input tokenized with another tokenizer?)"
                     )
@@ -198,7 +199,7 @@ class GPT2LMModel(PreTrainedModel, GenerationMixin):
         # transformers 5.x passes the cache as `cache=`, PEFT 0.21 as `past_key_values=`: accept both.
         cache = cache if cache is not None else past_key_values
         if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("pass exactly one of input_ids or inputs_embeds")
+            raise ModelInputError("pass exactly one of input_ids or inputs_embeds")
         if use_cache and cache is None:
             cache = DynamicCache()
         T = (input_ids if inputs_embeds is None else inputs_embeds).shape[1]
@@ -280,7 +281,8 @@ class GPT2LMModel(PreTrainedModel, GenerationMixin):
         missing, unexpected = model.load_state_dict(state_dict, strict=False)
         missing = [k for k in missing if k != "lm_head.weight"]  # tied to wte
         if missing or unexpected:
-            raise ValueError(f"checkpoint does not match GPT-2: missing {missing[:5]}, unexpected {unexpected[:5]}")
+            raise CheckpointError(f"checkpoint does not match GPT-2: missing {missing[:5]}, unexpected "
+                                  f"{unexpected[:5]}; pass a GPT-2 model, folder or state dict")
         return model
 
     def to_hf(self) -> Any:

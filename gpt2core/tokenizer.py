@@ -21,6 +21,10 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, GPT2TokenizerFast, PreTrainedTokenizerFast
 
+from gpt2core.errors import TokenizerError
+
+__all__ = ["EOT", "TokenizerError", "load_tokenizer", "tokenizer_hash", "train_tokenizer"]
+
 EOT = "<|endoftext|>"
 N_BYTES = 256  # byte-level BPE: every byte is a base token, so any text encodes without an unknown token
 MERGES_HEADER = "#version: 0.2"
@@ -52,11 +56,11 @@ def _iter_texts(path: Path) -> Iterator[str]:
                     try:
                         text = json.loads(line)["text"]
                     except (json.JSONDecodeError, KeyError, TypeError) as e:
-                        raise ValueError(
+                        raise TokenizerError(
                             f"{path}:{lineno}: expected a JSON object with a 'text' field per line ({e!r})"
                         ) from None
                     if not isinstance(text, str):
-                        raise ValueError(f"{path}:{lineno}: 'text' is {type(text).__name__}, expected a string")
+                        raise TokenizerError(f"{path}:{lineno}: 'text' is {type(text).__name__}, expected a string")
                     yield text
             else:
                 # Whole lines joined into chunks rather than single lines, so that runs of newlines
@@ -72,11 +76,9 @@ def _iter_texts(path: Path) -> Iterator[str]:
                 if buf:
                     yield "".join(buf)
     except UnicodeDecodeError as e:
-        raise ValueError(f"{path} is not valid UTF-8 ({e}); re-encode it as UTF-8") from None
-    except FileNotFoundError:
-        raise
+        raise TokenizerError(f"{path} is not valid UTF-8 ({e}); re-encode it as UTF-8") from None
     except (OSError, EOFError) as e:  # e.g. a truncated or non-gzip .gz file
-        raise ValueError(f"cannot read {path}: {e}") from None
+        raise TokenizerError(f"cannot read {path}: {e}; restore or replace the file") from None
 
 
 def _check_files(files: Sequence[str | os.PathLike]) -> list[Path]:
@@ -84,12 +86,12 @@ def _check_files(files: Sequence[str | os.PathLike]) -> list[Path]:
         files = [files]
     paths = [Path(f) for f in files]
     if not paths:
-        raise ValueError("train_tokenizer: no input files given; pass .txt, .txt.gz, .jsonl or .jsonl.gz paths")
+        raise TokenizerError("train_tokenizer: no input files given; pass .txt, .txt.gz, .jsonl or .jsonl.gz paths")
     for p in paths:
         if not p.exists():
-            raise FileNotFoundError(f"train_tokenizer: input file {p} does not exist")
+            raise TokenizerError(f"train_tokenizer: input file {p} does not exist; check the path")
         if not p.is_file():
-            raise ValueError(f"train_tokenizer: input {p} is not a file; pass the files inside it")
+            raise TokenizerError(f"train_tokenizer: input {p} is not a file; pass the files inside it")
     return paths
 
 
@@ -121,7 +123,7 @@ def train_tokenizer(
     """
     paths = _check_files(files)
     if vocab_size < N_BYTES + 1:
-        raise ValueError(
+        raise TokenizerError(
             f"train_tokenizer: vocab_size={vocab_size} is too small; byte-level BPE needs at least "
             f"{N_BYTES + 1} (256 byte tokens + {EOT})"
         )
@@ -148,7 +150,8 @@ def train_tokenizer(
     )
     bpe.train_from_iterator(texts(), trainer=trainer)
     if n_chars == 0:
-        raise ValueError(f"train_tokenizer: the corpus is empty (no text in {', '.join(map(str, paths))})")
+        raise TokenizerError(f"train_tokenizer: the corpus is empty (no text in {', '.join(map(str, paths))}); "
+                             "pass files that hold text")
 
     model = json.loads(bpe.to_str())["model"]
     vocab = _gpt2_layout(model["vocab"])
@@ -184,12 +187,12 @@ def load_tokenizer(path: str | os.PathLike, *, padding_side: str = "right") -> P
     ``<|endoftext|>`` becomes the bos, eos, unk and pad token. ``tokenizer.json`` wins when both formats exist.
     """
     if padding_side not in ("left", "right"):
-        raise ValueError(f"padding_side must be 'left' or 'right', not {padding_side!r}")
+        raise TokenizerError(f"padding_side must be 'left' or 'right', not {padding_side!r}")
     folder = Path(path)
     hint = "pass a folder written by train_tokenizer, save_pretrained, or holding GPT-2's vocab.json + merges.txt"
     if not folder.is_dir():
         what = "is a file, not a folder" if folder.exists() else "does not exist"
-        raise FileNotFoundError(f"tokenizer folder {folder} {what}; {hint}")
+        raise TokenizerError(f"tokenizer folder {folder} {what}; {hint}")
 
     tok_json, vocab, merges = folder / "tokenizer.json", folder / "vocab.json", folder / "merges.txt"
     # No clean-up on decode: it deletes spaces before punctuation, so decode(encode(text)) != text. (5.24 skips
@@ -205,13 +208,13 @@ def load_tokenizer(path: str | os.PathLike, *, padding_side: str = "right") -> P
         # builds an empty BPE that encodes everything to [] (checked below as well).
         tok = GPT2TokenizerFast(vocab=str(vocab), merges=str(merges), **kwargs)
     else:
-        raise FileNotFoundError(
+        raise TokenizerError(
             f"no tokenizer in {folder}: looked for tokenizer.json, or vocab.json + merges.txt "
             f"(found: {', '.join(sorted(os.listdir(folder))[:10]) or 'nothing'}); {hint}"
         )
 
     if len(tok) <= N_BYTES:
-        raise ValueError(
+        raise TokenizerError(
             f"tokenizer loaded from {folder} has only {len(tok)} tokens (a byte-level BPE has more than {N_BYTES}); "
             "the files are truncated or were loaded the wrong way"
         )

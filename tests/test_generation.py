@@ -107,6 +107,16 @@ def test_prompt_too_long_is_an_error():
         generate(model, torch.zeros(1, 30, dtype=torch.long), max_new_tokens=5)
 
 
+@pytest.mark.parametrize("bad, match", [(dict(temperature=-1.0), "temperature"), (dict(top_p=0.0), "top_p"),
+                                        (dict(top_k=-2), "top_k"), (dict(max_new_tokens=-1), "max_new_tokens")])
+def test_bad_sampling_arguments_are_errors(bad, match):
+    from gpt2core.errors import ModelInputError
+
+    model = GPT2LMModel(GPT2Config.from_preset("tiny", n_positions=32))
+    with pytest.raises(ModelInputError, match=match):
+        model.generate(torch.zeros(1, 4, dtype=torch.long), **{"do_sample": True, "max_new_tokens": 3, **bad})
+
+
 def test_cli_generate(tmp_path, shared_data):
     from gpt2core import load_tokenizer
 

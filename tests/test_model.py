@@ -9,6 +9,7 @@ from transformers import GPT2Config as HFGPT2Config
 
 from gpt2core import GPT2Config, GPT2LMModel
 from gpt2core.checkpoint import CheckpointError, load_model
+from gpt2core.errors import GPT2SuiteError
 
 # Three shapes: a tiny one, one with an odd head count and an explicit n_inner, one deeper with a wide vocab.
 HF_CONFIGS = [
@@ -133,8 +134,9 @@ def test_preset_param_counts():
 
 
 def test_unknown_preset_suggests_close_names():
-    with pytest.raises(ValueError, match="unknown preset 'gpt2-smal'.*'gpt2'"):
+    with pytest.raises(ValueError, match="unknown preset 'gpt2-smal'.*'gpt2'") as e:
         GPT2Config.from_preset("gpt2-smal")
+    assert isinstance(e.value, GPT2SuiteError)  # bad input: the command line prints it as one line
 
 
 def test_too_long_input_is_an_error():
@@ -171,3 +173,5 @@ def test_truncated_checkpoint_is_an_error(tmp_path):
 def test_missing_model_folder_is_an_error(tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
         load_model(tmp_path / "nope")
+    with pytest.raises(CheckpointError, match="no config.json"):
+        load_model(tmp_path)

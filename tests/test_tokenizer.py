@@ -12,7 +12,8 @@ import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoTokenizer, GPT2TokenizerFast
 
-from gpt2core.tokenizer import EOT, load_tokenizer, tokenizer_hash, train_tokenizer
+from gpt2core.errors import GPT2SuiteError
+from gpt2core.tokenizer import EOT, TokenizerError, load_tokenizer, tokenizer_hash, train_tokenizer
 
 regex = pytest.importorskip("regex")  # \p{L} in GPT-2's pre-tokenisation pattern; a transformers dependency
 
@@ -250,7 +251,7 @@ def test_gz_txt_and_jsonl_inputs(tmp_path):
 
 def test_missing_input_file_is_named(tmp_path):
     missing = tmp_path / "nope.txt.gz"
-    with pytest.raises(FileNotFoundError, match=re.escape(str(missing))):
+    with pytest.raises(TokenizerError, match=re.escape(str(missing))):
         train_tokenizer([missing], 500, tmp_path / "out", show_progress=False)
     with pytest.raises(ValueError, match="no input files"):
         train_tokenizer([], 500, tmp_path / "out", show_progress=False)
@@ -284,10 +285,10 @@ def test_small_corpus_warns_and_still_works(tmp_path):
 
 
 def test_load_errors_name_the_folder(tmp_path):
-    with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path)) + ".*tokenizer.json.*vocab.json"):
+    with pytest.raises(TokenizerError, match=re.escape(str(tmp_path)) + ".*tokenizer.json.*vocab.json"):
         load_tokenizer(tmp_path)
     missing = tmp_path / "absent"
-    with pytest.raises(FileNotFoundError, match=re.escape(str(missing))):
+    with pytest.raises(GPT2SuiteError, match=re.escape(str(missing))):  # bad input: one line on the command line
         load_tokenizer(missing)
 
 

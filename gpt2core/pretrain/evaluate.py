@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 import os
+from contextlib import nullcontext
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from gpt2core.errors import ConfigError, CorpusError
 from gpt2core.pretrain.corpus import read_text
 
 
@@ -34,10 +36,10 @@ def evaluate_perplexity(
     """
     stride = stride or seq_len // 2
     if not 0 < stride <= seq_len:
-        raise ValueError(f"stride must lie in [1, seq_len={seq_len}], got {stride}")
+        raise ConfigError(f"stride must lie in [1, seq_len={seq_len}], got {stride}; set ppl_eval_stride within it")
     text = read_text(path, max_chars)
     if not text.strip():
-        raise ValueError(f"{path} holds no text to evaluate")
+        raise CorpusError(f"{path} holds no text to evaluate; point ppl_eval at a text file")
     ids = [tokenizer.eos_token_id] + tokenizer(text, add_special_tokens=False)["input_ids"]
     data = torch.tensor(ids, dtype=torch.long)
     device = next(model.parameters()).device
@@ -53,7 +55,7 @@ def evaluate_perplexity(
         if end == len(ids):
             break
     total_nll, total_tokens = 0.0, 0
-    autocast = torch.autocast(device.type, dtype=dtype) if dtype not in (None, torch.float32) else _null()
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype not in (None, torch.float32) else nullcontext()
     for i in range(0, len(windows), batch_size):
         group = windows[i:i + batch_size]
         width = max(end - start for start, end, _ in group)
@@ -75,10 +77,3 @@ def evaluate_perplexity(
     return {"tokens": total_tokens, "nll": mean, "ppl": math.exp(min(mean, 700.0)), "bytes": n_bytes,
             "bpb": total_nll / math.log(2) / n_bytes}
 
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
