@@ -83,6 +83,7 @@ class TaskKind:
     baselines: ClassVar[tuple[str, ...]] = ()  # baselines a spec of this kind may list
     finetune_methods: ClassVar[tuple[str, ...]] = ()
     prompting: ClassVar[bool] = False  # zero/few-shot applies
+    calibrates: ClassVar[bool] = False  # contextual calibration of prompted answers applies (the kind ranks labels)
     scores_text: ClassVar[bool] = False  # scored on whole documents (perplexity), not on examples
     needs_train_split: ClassVar[bool] = True
     head_module: ClassVar[str | None] = None  # the head's attribute name (PEFT modules_to_save), if any

@@ -30,6 +30,7 @@ class Classification(TaskKind):
     baselines = ("majority", "tfidf-lr")
     finetune_methods = FINETUNE_METHODS
     prompting = True
+    calibrates = True
     head_module = "score"
     peft_task_type = "SEQ_CLS"
 
