@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=cmd_tokenizer_train)
 
     from gpt2core.pretrain.cli import add_pretrain_parser
-    from tasks.fewshot_cli import add_fewshot_parsers
+    from tasks.cli.prompting import add_fewshot_parsers
     from tasks.finetune_cli import add_finetune_parsers
     from tasks.leaderboard.cli import add_leaderboard_parser
 
