@@ -59,8 +59,9 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", dtyp
         try:
             model = GPT2LMModel.from_hf(str(path))  # a hub name such as "gpt2" (needs network access)
         except OSError as e:  # transformers' "not found" / offline errors are OSErrors
+            why = " ".join(str(e).split())  # transformers' message spans lines; the command line prints one
             raise CheckpointError(f"{path!r} is no model folder here and cannot be loaded from the Hugging Face "
-                                  f"hub ({e}); {hint}") from e
+                                  f"hub ({why}); {hint}") from e
     else:
         raise CheckpointError(f"model folder {folder} does not exist; {hint}")
     if dtype is None and model.dtype in (torch.float16, torch.bfloat16):
