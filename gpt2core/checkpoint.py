@@ -33,7 +33,9 @@ def read_weights(
     return state_dict
 
 
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> GPT2LMModel:
+def load_model(
+    path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
+) -> GPT2LMModel:
     """A `GPT2LMModel` from one of our `save_pretrained` folders or a Hugging Face GPT-2 folder / hub name."""
     folder = Path(path)
     hint = "pass a folder written by save_pretrained (ours or a transformers GPT-2), or a hub name such as 'gpt2'"

@@ -103,7 +103,8 @@ def _lookup(record: Any, dotted: str, where: str) -> Any:
     for part in dotted.split("."):
         if not isinstance(value, dict) or part not in value:
             keys = list(record)[:10] if isinstance(record, dict) else type(record).__name__
-            raise CorpusError(f"{where}: no field {dotted!r} in the record (keys: {keys}); set the source's field")
+            raise CorpusError(f"{where}: no field {dotted!r} in the record (keys: {keys}); check the source's "
+                              "field (or keep.key)")
         value = value[part]
     return value
 
@@ -151,7 +152,8 @@ def iter_documents(src: SourceConfig, index: int, val_every: int = 200) -> Itera
                             try:
                                 yield json.loads(line), f"{path}:{lineno}"
                             except json.JSONDecodeError as e:
-                                raise CorpusError(f"{path}:{lineno}: not valid JSON ({e}); fix or drop the line") from None
+                                msg = f"{path}:{lineno}: not valid JSON ({e}); fix or drop the line"
+                                raise CorpusError(msg) from None
             except UnicodeDecodeError as e:
                 raise CorpusError(f"{path} is not valid UTF-8 ({e}); re-encode it as UTF-8") from None
             except (OSError, EOFError) as e:
@@ -238,7 +240,7 @@ def corpus_key(cfg: CorpusConfig) -> tuple[str, dict[str, Any]]:
     return key, {**inputs, "file_paths": [f["path"] for f in files]}
 
 
-def prepare_corpus(cfg: CorpusConfig, *, progress: bool = True, log=print) -> Path:
+def prepare_corpus(cfg: CorpusConfig, *, progress: bool = True, log: Callable[[str], None] = print) -> Path:
     """Prepare (or find in the cache) the token memmaps of a corpus; returns the prepared folder.
 
     With `cfg.prepared_dir` set, that folder (a prepared corpus, or packed shards, unpacked beside) is used as is.
@@ -267,7 +269,8 @@ def prepare_corpus(cfg: CorpusConfig, *, progress: bool = True, log=print) -> Pa
     return out
 
 
-def _prepare_into(cfg: CorpusConfig, out: Path, inputs: dict, key: str, progress: bool, log) -> None:
+def _prepare_into(cfg: CorpusConfig, out: Path, inputs: dict, key: str, progress: bool,
+                  log: Callable[[str], None]) -> None:
     from tqdm.auto import tqdm
 
     from gpt2core.tokenizer import load_tokenizer, tokenizer_hash, train_tokenizer

@@ -11,6 +11,7 @@ import lzma
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,8 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     try:
         return json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise CorpusError(f"{folder} is not a prepared corpus (no manifest.json); run pretrain --prepare-only") from None
+        msg = f"{folder} is not a prepared corpus (no manifest.json); run pretrain --prepare-only"
+        raise CorpusError(msg) from None
     except json.JSONDecodeError as e:
         raise CorpusError(f"{folder}/manifest.json is corrupt ({e}); delete the folder and prepare again") from None
 
@@ -39,7 +41,7 @@ def load_tokens(folder: Path, split: str) -> np.ndarray:
     arr = np.memmap(path, dtype=manifest["dtype"], mode="r")
     if len(arr) != manifest["tokens"][split]:
         raise CorpusError(f"{path} holds {len(arr)} tokens but manifest.json says {manifest['tokens'][split]}: "
-                         "the file is truncated; delete the folder and prepare again")
+                          "the file is truncated; delete the folder and prepare again")
     return arr
 
 
@@ -52,7 +54,8 @@ def _move_into(tmp: Path, dest: Path) -> None:
         os.replace(tmp / name, target)
 
 
-def pack_shards(prepared: str | os.PathLike, dest: str | os.PathLike, preset: int = 9, log=print) -> Path:
+def pack_shards(prepared: str | os.PathLike, dest: str | os.PathLike, preset: int = 9,
+                log: Callable[[str], None] = print) -> Path:
     """Compress a prepared corpus into `dest/` (manifest.json, tokenizer/, train.bin.xz, val.bin.xz)."""
     src, dest = Path(prepared), Path(dest)
     manifest = read_manifest(src)
