@@ -1,0 +1,132 @@
+"""One fine-tuning run: train on the task, save what trained, evaluate on the reported split, write the record.
+
+    cfg = load_finetune_config(spec, "lora", overrides={"epochs": 1, "max_train_examples": 2000})
+    record = finetune(spec, "lora", "results/backbones/default", cfg)      # a RunRecord
+
+Training scores a seeded subset of the task's `validation` split at every evaluation (early stopping and the
+best checkpoint need it; a spec without one cannot be fine-tuned). Under DDP only the first process saves,
+evaluates and writes the record. torch and transformers are imported when a run starts, so the command line's
+help and the leaderboard's planning, which import this package, stay fast.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from gpt2core.paths import REPO_ROOT
+from gpt2core.typed_config import unknown_name
+from tasks.data.load import load_split
+from tasks.data.registry import get_task
+from tasks.data.spec import TaskSpec
+from tasks.errors import TaskError
+from tasks.evaluation.predict import eval_rows, predict, score, seeded_subset
+from tasks.evaluation.records import RunRecord, new_record, peak_memory_mb, write_run
+from tasks.kinds import get_kind
+from tasks.methods import adapters
+from tasks.methods.finetune.config import FinetuneConfig, load_finetune_config, method_fields, predict_settings
+
+DEFAULT_MODEL = REPO_ROOT / "results" / "backbones" / "default"
+VALIDATION = "validation"  # the split scored during training
+
+
+def default_out_dir(spec: TaskSpec, method: str, model_path: str | os.PathLike, seed: int) -> Path:
+    return REPO_ROOT / "runs" / "finetune" / spec.name / f"{method}-{Path(model_path).name}-seed{seed}"
+
+
+def check_finetunable(spec: TaskSpec, method: str, split: str) -> None:
+    """Bad input a run would fail on, raised before anything is loaded or written."""
+    adapters.check_method(spec, method)
+    if not spec.has_split(VALIDATION):
+        raise TaskError(f"task {spec.name!r} has no {VALIDATION!r} split (splits: {', '.join(spec.splits)}); "
+                        f"fine-tuning scores one for early stopping: add one to its spec (e.g. "
+                        f"`{VALIDATION}: {{carve_from: {spec.train_split}, share: 0.1}}`)")
+    if not spec.has_split(split):
+        raise TaskError(str(unknown_name("split", split, spec.splits, f"task {spec.name!r}")))
+
+
+def finetune(
+    task: str | TaskSpec,
+    method: str,
+    model_path: str | os.PathLike = DEFAULT_MODEL,
+    cfg: FinetuneConfig | None = None,
+    out_dir: str | os.PathLike | None = None,
+    split: str | None = None,
+    runs_dir: str | os.PathLike | None = None,
+    rows: dict[str, Any] | None = None,
+) -> RunRecord | None:
+    """Train, save (into `out_dir`/model), evaluate on `split` (default: the task's eval split) and write a run
+    record (into `runs_dir`, default results/runs). Returns the record (None on non-main DDP processes).
+
+    `rows` maps split names to already loaded rows (tests, notebooks) used instead of `load_split`; the
+    budgets (max_train_examples, val_examples, max_eval_examples) still apply to them."""
+    import torch
+    from transformers import set_seed
+
+    from gpt2core.checkpoint import load_model
+    from tasks.methods.finetune.trainer import build_trainer, training_log
+
+    spec = get_task(task)
+    split = split or spec.eval_split
+    check_finetunable(spec, method, split)
+    cfg = cfg or load_finetune_config(spec, method)
+    out = Path(out_dir) if out_dir is not None else default_out_dir(spec, method, model_path, cfg.seed)
+    kind = get_kind(spec.kind)
+
+    # Everything that can fail on bad input happens before training starts and before anything is written.
+    tokenizer = adapters.tokenizer_of(model_path)  # first: a wrong --model fails at once, not after loading data
+    given = rows or {}
+
+    def split_rows(name: str) -> Any:
+        return given[name] if given.get(name) is not None else load_split(spec, name)
+
+    train_rows = seeded_subset(split_rows(spec.train_split), cfg.max_train_examples, cfg.seed)
+    val_rows = seeded_subset(split_rows(VALIDATION), cfg.val_examples, cfg.seed)
+    test_rows = eval_rows(spec, split, cfg.max_eval_examples, split_rows(split))
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    set_seed(cfg.seed)
+    backbone = load_model(model_path)
+    model = adapters.build_model(spec, backbone, method, cfg)
+    reserved = adapters.n_virtual_tokens(model)
+    max_length = min(cfg.max_length, backbone.config.n_positions) - reserved
+    train_ds = kind.train_features(spec, train_rows, tokenizer, cfg, max_length)
+    val_ds = kind.train_features(spec, val_rows, tokenizer, cfg, max_length)
+    settings = predict_settings(spec, cfg, max_length + reserved, reserved)
+
+    def scorer(m: Any) -> dict[str, float]:
+        return score(spec, val_rows, predict(spec, m, tokenizer, val_rows, settings))[0]
+
+    trainer = build_trainer(spec, model, tokenizer, cfg, out / "checkpoints", train_ds, val_ds, scorer)
+    t0 = time.perf_counter()
+    trainer.train()
+    train_seconds = time.perf_counter() - t0
+    if not trainer.is_world_process_zero():
+        return None
+
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    adapters.save_trained(model, out / "model", spec, method, model_path, tokenizer)
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)  # the best checkpoint is what was just saved
+    trainable, total = adapters.count_parameters(model)
+
+    t0 = time.perf_counter()
+    predictions = predict(spec, model, tokenizer, test_rows, settings)
+    metrics, examples = score(spec, test_rows, predictions)
+    eval_seconds = time.perf_counter() - t0
+
+    # The config as it ran: what defines the result (common fields, this method's block) and the effective values.
+    config = method_fields(cfg, method) | {
+        "max_length_effective": max_length, "bf16_effective": trainer.args.bf16, "split": split,
+        "train_examples": len(train_rows), "val_examples_used": len(val_rows), "out_dir": str(out),
+        "world_size": trainer.args.world_size}
+    record = new_record(
+        spec, method, model_path, split=split, metrics=metrics, n_examples=len(test_rows), seed=cfg.seed,
+        config=config, trainable_params=trainable, total_params=total, train_seconds=train_seconds,
+        eval_seconds=eval_seconds, peak_memory_mb=peak_memory_mb(),
+        tokens_seen=int(trainer.state.num_input_tokens_seen),
+        details={"training": training_log(trainer, len(train_ds))})
+    write_run(record, examples, runs_dir)
+    return record
