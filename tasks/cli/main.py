@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from gpt2core.pretrain.cli import add_pretrain_parser
     from tasks.cli.prompting import add_fewshot_parsers
-    from tasks.finetune_cli import add_finetune_parsers
+    from tasks.cli.finetune import add_finetune_parsers
     from tasks.leaderboard.cli import add_leaderboard_parser
 
     add_pretrain_parser(sub)

@@ -1,12 +1,13 @@
 """`gpt2suite finetune` and `gpt2suite eval`.
 
-    gpt2suite finetune --task sst2 --method lora [--model results/backbones/default] [--config FILE.yaml]
+    gpt2suite finetune --task TASK --method lora [--model results/backbones/default] [--config FILE.yaml]
         [--max-train-examples N] [--max-eval-examples N] [--epochs E] [--max-steps S] [--seed S] [--out DIR]
         [--split S] [--runs-dir DIR] [--set KEY=VALUE ...]
-    gpt2suite eval --task sst2 --model RUN/model [--adapter DIR] [--split S] [--limit N] [--num-beams B]
-    torchrun --standalone --nproc_per_node=2 -m tasks.finetune_cli finetune --task sst2 --method lora ...   (DDP)
+    gpt2suite eval --task TASK --model RUN/model [--adapter DIR] [--split S] [--limit N] [--num-beams B]
+    torchrun --standalone --nproc_per_node=2 -m tasks.cli.finetune finetune --task TASK --method lora ...   (DDP)
 
-Both write a run record (results/runs/*.json) and per-example predictions beside it.
+Both write a run record (results/runs/*.json) and per-example predictions beside it. `--set` takes any config
+key: a common one (`--set lr=3e-4`) or a setting of the run's method (`--set r=4` for LoRA).
 """
 
 from __future__ import annotations
@@ -14,15 +15,20 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-METHODS = ("full", "linear", "lora", "prompt", "prefix")  # kept equal to tasks.adapters.METHODS (tested)
+from gpt2core.errors import ConfigError
+from tasks.kinds.base import FINETUNE_METHODS
 
 
-def _summary(record: dict[str, Any]) -> str:
-    metrics = ", ".join(f"{k}={v:.2f}" for k, v in record["metrics"].items())
-    return (f"{record['task']} {record['method']} on {record['split']} ({record['n_examples']} examples): {metrics}\n"
-            f"record: {record['_path']}\npredictions: {record['predictions']}")
+def _summary(record: Any, runs_dir: str | None) -> str:
+    from tasks.evaluation.records import DEFAULT_RUNS_DIR, record_name
+
+    metrics = ", ".join(f"{k}={v:.2f}" for k, v in record.metrics.items() if v is not None)
+    path = Path(runs_dir or DEFAULT_RUNS_DIR) / record_name(record)
+    return (f"{record.task} {record.method} on {record.split} ({record.n_examples} examples): {metrics}\n"
+            f"record: {path}\npredictions: {record.predictions}")
 
 
 def _set_overrides(items: list[str]) -> dict[str, Any]:
@@ -30,20 +36,23 @@ def _set_overrides(items: list[str]) -> dict[str, Any]:
 
     out: dict[str, Any] = {}
     for item in items:
-        if "=" not in item:
-            raise ValueError(f"--set {item!r}: expected KEY=VALUE")
-        key, value = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({e})") from None
     return out
 
 
 def run_finetune(args: argparse.Namespace) -> int:
-    from tasks.adapters import check_method
-    from tasks.finetune import DEFAULT_MODEL, load_finetune_config, finetune
-    from tasks.registry import get_task
+    from tasks.data.registry import get_task
+    from tasks.methods.finetune import DEFAULT_MODEL, finetune, load_finetune_config
+    from tasks.methods.finetune.run import check_finetunable
 
     task = get_task(args.task)
-    check_method(task, args.method)
+    check_finetunable(task, args.method, args.split or task.eval_split)
     overrides = _set_overrides(args.set)
     for name in ("max_train_examples", "max_eval_examples", "epochs", "max_steps", "seed"):
         if getattr(args, name) is not None:
@@ -54,12 +63,12 @@ def run_finetune(args: argparse.Namespace) -> int:
     record = finetune(task, args.method, args.model or DEFAULT_MODEL, cfg, out_dir=args.out, split=args.split,
                       runs_dir=args.runs_dir)
     if record is not None:  # None on the non-main processes of a distributed run
-        print(_summary(record))
+        print(_summary(record, args.runs_dir))
     return 0
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from tasks.predict import evaluate
+    from tasks.methods.evaluate import evaluate
 
     overrides = _set_overrides(args.set)
     for name in ("batch_size", "num_beams", "max_length"):
@@ -67,17 +76,18 @@ def run_eval(args: argparse.Namespace) -> int:
             overrides["eval_batch_size" if name == "batch_size" else name] = getattr(args, name)
     record = evaluate(args.task, args.model, adapter=args.adapter, split=args.split, limit=args.limit,
                       overrides=overrides, runs_dir=args.runs_dir, device=args.device)
-    print(_summary(record))
+    print(_summary(record, args.runs_dir))
     return 0
 
 
 def add_finetune_parsers(subparsers: Any) -> None:
     """Register `finetune` and `eval` on the `gpt2suite` subcommand parser."""
     fmt = argparse.RawDescriptionHelpFormatter
-    ft = subparsers.add_parser("finetune", help="fine-tune a backbone on a task (full, linear, lora, prompt, prefix)",
+    methods = ", ".join(FINETUNE_METHODS)
+    ft = subparsers.add_parser("finetune", help=f"fine-tune a backbone on a task ({methods})",
                                description=__doc__, formatter_class=fmt)
-    ft.add_argument("--task", required=True, help="task name (sst2, trec, squad, multi30k-en-de, ...)")
-    ft.add_argument("--method", required=True, help=f"adaptation method: {', '.join(METHODS)}")
+    ft.add_argument("--task", required=True, help="task name (a spec in tasks/specs or $GPT2SUITE_TASK_PATH)")
+    ft.add_argument("--method", required=True, help=f"adaptation method: {methods}")
     ft.add_argument("--model", help="backbone folder (default: results/backbones/default)")
     ft.add_argument("--config", help="YAML config (default: configs/finetune/<task>.yaml over defaults.yaml)")
     ft.add_argument("--max-train-examples", type=int, help="seeded subset of the training split")
@@ -109,7 +119,7 @@ def add_finetune_parsers(subparsers: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point for `python -m tasks.finetune_cli` (what torchrun runs)."""
+    """Entry point for `python -m tasks.cli.finetune` (what torchrun runs)."""
     from gpt2core.cli import run_command, set_offline_defaults
 
     set_offline_defaults()
