@@ -7,7 +7,7 @@ import pytest
 
 from tasks.data.registry import available_tasks, get_task
 from tasks.errors import DataError
-from tasks.evaluation.metrics import METRICS, compute_metrics, example_scores, metric, normalize_answer, squad_f1
+from tasks.evaluation.metrics import METRICS, compute_metrics, example_scores, metric, normalize_answer, answer_f1
 from tasks.kinds import get_kind
 
 SST2, TREC, SQUAD = get_task("sst2"), get_task("trec"), get_task("squad")
@@ -58,7 +58,7 @@ def test_classification_rejects_unknown_labels_and_mismatched_lengths():
 def test_squad_known_values():
     # Normalisation: case, punctuation, articles and whitespace do not count.
     assert normalize_answer("The  Denver Broncos!") == "denver broncos"
-    assert squad_f1("Denver", "Denver Broncos") == pytest.approx(2 / 3)
+    assert answer_f1("Denver", "Denver Broncos") == pytest.approx(2 / 3)
     m = scores(
         SQUAD,
         ["the Denver Broncos", "Denver", "Santa Clara, California", "nothing"],

@@ -4,7 +4,7 @@ the mean of its per-example scores (the bootstrap then averages them), and which
 Every value is on a 0-100 scale (perplexities and bits per byte excepted) and is computed by the reference
 libraries, grouped so that one library call serves the metrics that share it:
 - `classification`: accuracy, binary F1 (`labels[1]` is the positive class), macro-F1: scikit-learn.
-- `squad`: exact match and token F1 with SQuAD v1.1's answer normalisation, max over the gold answers; the
+- `answer_overlap`: exact match and token F1 with SQuAD v1.1's answer normalisation, max over the gold answers; the
   functions follow the official evaluate-v1.1.py step for step (it is not a library, so it is copied here).
 - `sacrebleu`: corpus BLEU and chrF with default settings (per example: sentence BLEU / chrF).
 - `rouge`: rouge_score's ROUGE-1/2/L F-measure with the Porter stemmer, max over an example's references.
@@ -49,8 +49,8 @@ METRICS: dict[str, Metric] = {m.name: m for m in [
     Metric("accuracy", "classification", (CLASSIFICATION,), True, label="accuracy"),
     Metric("binary_f1", "classification", (CLASSIFICATION,), False, label="F1 (positive class)"),
     Metric("macro_f1", "classification", (CLASSIFICATION,), False, label="macro-F1"),
-    Metric("exact_match", "squad", (QA,), True, label="exact match"),
-    Metric("f1", "squad", (QA,), True, label="token F1"),
+    Metric("exact_match", "answer_overlap", (QA,), True, label="exact match"),
+    Metric("f1", "answer_overlap", (QA,), True, label="token F1"),
     Metric("bleu", "sacrebleu", (GENERATION, QA), False, label="BLEU"),
     Metric("chrf", "sacrebleu", (GENERATION, QA), False, label="chrF"),
     Metric("rouge1", "rouge", (GENERATION, QA), True, label="ROUGE-1"),
@@ -87,11 +87,11 @@ def normalize_answer(text: str) -> str:
     return " ".join(text.split())
 
 
-def squad_exact_match(prediction: str, reference: str) -> float:
+def answer_exact_match(prediction: str, reference: str) -> float:
     return float(normalize_answer(prediction) == normalize_answer(reference))
 
 
-def squad_f1(prediction: str, reference: str) -> float:
+def answer_f1(prediction: str, reference: str) -> float:
     pred_tokens = normalize_answer(prediction).split()
     ref_tokens = normalize_answer(reference).split()
     same = sum((Counter(pred_tokens) & Counter(ref_tokens)).values())
@@ -140,10 +140,10 @@ def _corpus_group(group: str, labels: Sequence[str], predictions: list[str],
                                           zero_division=0) if len(labels) == 2 else float("nan"),
             "macro_f1": 100.0 * f1_score(gold, predictions, labels=list(labels), average="macro", zero_division=0),
         }
-    if group == "squad":
+    if group == "answer_overlap":
         n = len(predictions)
-        em = sum(max(squad_exact_match(p, r) for r in refs) for p, refs in zip(predictions, references))
-        f1 = sum(max(squad_f1(p, r) for r in refs) for p, refs in zip(predictions, references))
+        em = sum(max(answer_exact_match(p, r) for r in refs) for p, refs in zip(predictions, references))
+        f1 = sum(max(answer_f1(p, r) for r in refs) for p, refs in zip(predictions, references))
         return {"exact_match": 100.0 * em / n, "f1": 100.0 * f1 / n}
     if group == "sacrebleu":
         import sacrebleu
@@ -161,9 +161,9 @@ def _example_group(group: str, prediction: str, references: list[str]) -> dict[s
     if group == "classification":
         correct = float(prediction == references[0])
         return {"correct": correct, "accuracy": 100.0 * correct}
-    if group == "squad":
-        return {"exact_match": 100.0 * max(squad_exact_match(prediction, r) for r in references),
-                "f1": 100.0 * max(squad_f1(prediction, r) for r in references)}
+    if group == "answer_overlap":
+        return {"exact_match": 100.0 * max(answer_exact_match(prediction, r) for r in references),
+                "f1": 100.0 * max(answer_f1(prediction, r) for r in references)}
     if group == "sacrebleu":
         import sacrebleu
 
@@ -205,7 +205,7 @@ def example_scores(metrics: Sequence[str], prediction: str, references: list[str
     _check([prediction], [references])
     out: dict[str, float] = {}
     for group in _groups(metrics):
-        if group in ("classification", "squad", "sacrebleu", "rouge"):
+        if group in ("classification", "answer_overlap", "sacrebleu", "rouge"):
             scores = _example_group(group, prediction, references)
             out.update({k: v for k, v in scores.items() if k in metrics or k == "correct"})
     return out
