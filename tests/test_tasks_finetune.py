@@ -118,6 +118,7 @@ def test_pipeline_end_to_end(task, method, tiny_backbone, tmp_path):
                      limit=4, split=spec.eval_split, rows=rows_by_split[spec.eval_split])
     assert [r["prediction"] for r in recompute(again)[1]] == [r["prediction"] for r in rows]
     assert again.method == method and again.metrics == rec.metrics
+    assert not {"lora", "prompt", "prefix"} & set(again.config)  # an adapter's settings are its folder's
 
 
 @pytest.mark.parametrize("method", ["lora", "prompt", "prefix", "linear"])

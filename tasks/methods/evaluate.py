@@ -19,7 +19,7 @@ from tasks.errors import TaskError
 from tasks.evaluation.predict import eval_rows, predict, score
 from tasks.evaluation.records import RunRecord, new_record, peak_memory_mb, write_run
 from tasks.methods import adapters
-from tasks.methods.finetune.config import load_finetune_config, method_fields, predict_settings
+from tasks.methods.finetune.config import METHOD_SETTINGS, load_finetune_config, method_fields, predict_settings
 
 
 def evaluate(
@@ -57,8 +57,11 @@ def evaluate(
     metrics, examples = score(spec, rows, predictions)
     eval_seconds = time.perf_counter() - t0
     trainable, total = adapters.count_parameters(model)
-    config = method_fields(cfg, cfg_method) | {"split": split, "limit": limit, "adapter": info["adapter"],
-                                               "base_model": info["base_model"], "evaluated_model": str(model_path)}
+    # The common fields only: a trained adapter's settings are its own (its folder's adapter_config.json), not
+    # the config layers'.
+    common = {k: v for k, v in method_fields(cfg, cfg_method).items() if k not in METHOD_SETTINGS}
+    config = common | {"split": split, "limit": limit, "adapter": info["adapter"], "base_model": info["base_model"],
+                       "evaluated_model": str(model_path)}
     record = new_record(spec, method, info["base_model"], split=split, metrics=metrics, n_examples=len(rows),
                         seed=cfg.seed, config=config, trainable_params=trainable, total_params=total,
                         eval_seconds=eval_seconds, peak_memory_mb=peak_memory_mb())
