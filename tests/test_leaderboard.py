@@ -1,5 +1,6 @@
 """The leaderboard: a small config end to end (DummyLM + a tiny backbone), the record cache (reuse, a corrupt
-record, an interrupted run), bootstrap intervals and paired tests, clear errors, and the HTML page in Chromium."""
+record, an old-format record, an interrupted run), cell keys (the whole spec, only the cell's fine-tuning method's
+fields), bootstrap intervals and paired tests, clear errors, and the HTML page in Chromium."""
 
 import csv
 import json
@@ -13,15 +14,19 @@ import numpy as np
 import pytest
 import yaml
 
-from tasks import bootstrap
+from tasks.data.registry import TASK_PATH_VAR, get_task
+from tasks.errors import GPT2SuiteError
+from tasks.evaluation import bootstrap
+from tasks.evaluation.metrics import compute_metrics, example_scores
+from tasks.evaluation.records import RECORD_FORMAT
 from tasks.leaderboard import LeaderboardError, config_from_dict, load_config, plan, run_leaderboard
 from tasks.leaderboard import run as lb_run
 from tasks.leaderboard import runners
-from tasks.leaderboard.keys import cell_key
+from tasks.leaderboard.keys import CELL_FORMAT, cell_key
 from tasks.leaderboard.methods import parse_method
 from tasks.leaderboard.render.plots import pareto_front
 from tasks.leaderboard.render.rows import COLUMNS
-from tasks.registry import get_task
+from tasks.leaderboard.store import RecordStore
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_CONFIG = REPO / "configs" / "leaderboard" / "test.yaml"
@@ -104,13 +109,17 @@ def test_small_config_end_to_end_then_everything_is_reused(tmp_path, shared_data
     assert [float(r["value"]) for r in trec] == sorted((float(r["value"]) for r in trec), reverse=True)
     assert trec[0]["below_best"] == "false" and trec[0]["p_value"] == ""
     wt = [r for r in rows if r["task"] == "wikitext2"]
-    assert [r["metric"] for r in wt] == ["bits_per_byte", "word_perplexity", "token_perplexity"] and not wt[0]["ci_low"]
+    assert [r["metric"] for r in wt] == get_task("wikitext2").metrics and not wt[0]["ci_low"]
+    assert wt[0]["metric"] == get_task("wikitext2").primary_metric and int(wt[0]["n"]) > 0  # tokens scored
 
     md = (out / "leaderboard.md").read_text()
     summary, every = md.split("## Every row (primary metric)")
     table = [line for line in every.splitlines() if line.startswith("| ") and not line.startswith("| task")]
-    assert len(table) == N_PRIMARY_ROWS and all("macro_f1" not in line and "chrf" not in line for line in table)
+    # primary metrics only, named by the metric registry's labels
+    assert len(table) == N_PRIMARY_ROWS and all("macro-F1" not in line and "chrF" not in line for line in table)
+    assert sum("| BLEU |" in line for line in table) == 3 and sum("| bits per byte |" in line for line in table) == 1
     assert "## Skipped" in md and "Command: `" in md
+    assert "wikitext2: bits per byte (lower is better)" in md
     # the per-task summary: trec's margin is its best prompted row minus its best baseline
     best = {}
     for r in trec:
@@ -139,7 +148,10 @@ def test_corrupt_record_is_reported_and_rerun_and_a_lost_index_is_rebuilt(tmp_pa
     result, logs = run(out)
     assert counter.calls == ["trec | few-shot:2 | dummy | seed 0"]
     assert any(victim in line and "cannot be used" in line and "not valid JSON" in line for line in logs)
-    assert json.loads((out / "runs" / victim).read_text())["leaderboard"]["cell_key"]
+    rewritten = json.loads((out / "runs" / victim).read_text())
+    assert rewritten["leaderboard"]["cell_key"] and rewritten["format"] == RECORD_FORMAT
+    assert all(isinstance(json.loads(line)["scores"], dict)  # per-example rows: nested scores
+               for line in Path(rewritten["predictions"]).read_text().splitlines())
     assert {n: t for n, t in record_files(out).items() if n != victim} == others  # nothing else touched
 
     (out / "runs" / "index.json").write_text("garbage")
@@ -181,7 +193,7 @@ def test_a_failing_cell_is_reported_and_the_others_still_run(tmp_path, shared_da
 
 
 def test_prompt_too_long_for_the_model_is_surfaced(tmp_path, shared_data, monkeypatch):
-    from tasks.lm_eval import DummyLM
+    from tasks.models.lm import DummyLM
 
     monkeypatch.setattr(runners.Context, "lm", lambda self, model, batch_size: (DummyLM(max_length=6), None))
     cfg = config_from_dict({"models": {"dummy": "dummy"}, "tasks": ["trec"], "methods": ["zero-shot"],
@@ -226,16 +238,95 @@ def test_finetune_and_trained_adapter_cells_on_a_tiny_backbone(tmp_path, tiny_ba
     result2, _ = run(tmp_path / "lb2", config_from_dict(data2, "adapter.yaml"), models_dir=models)
     [cell] = result2.cells
     assert cell.cell.kind == "adapter" and cell.status == "ran" and len(counter.calls) == 1
-    assert cell.record["metrics"]["accuracy"] == pytest.approx(float(rows["finetune:lora"]["value"]), abs=1e-4)
+    assert cell.record.metrics["accuracy"] == pytest.approx(float(rows["finetune:lora"]["value"]), abs=1e-4)
+    assert cell.record.leaderboard["cell_key"] == cell.key
+
+
+# ---- cell keys ---------------------------------------------------------------------------------------------
+
+
+def _model_folder(tmp_path):
+    """A model folder as far as keys see one (its config and weight files are hashed); nothing is loaded."""
+    folder = tmp_path / "model"
+    folder.mkdir(exist_ok=True)
+    (folder / "config.json").write_text(json.dumps({"n_layer": 2, "n_embd": 32}))
+    (folder / "model.safetensors").write_bytes(b"not really weights")
+    return folder
+
+
+def _keys(data):
+    cfg = config_from_dict(data, "keys.yaml")
+    return {(c.task, c.method.name): cell_key(cfg, c)[0] for c in plan(cfg)[0]}
+
+
+def test_a_lora_setting_rekeys_lora_cells_only_and_a_prefix_setting_prefix_cells_only(tmp_path):
+    data = {"models": {"m": str(_model_folder(tmp_path))}, "tasks": ["trec", "wikitext2"],
+            "methods": ["finetune:lora", "finetune:prefix", "zero-shot", "baseline:majority"],
+            "budgets": {"max_eval_examples": 10, "max_steps": 2}}
+    base = _keys(data)
+    assert len(base) == 5 and len(set(base.values())) == 5
+    lora = _keys({**data, "budgets": {**data["budgets"], "finetune": {"r": 4, "alpha": 8}}})
+    prefix = _keys({**data, "budgets": {**data["budgets"], "finetune": {"num_virtual_tokens": 7}}})
+    common = _keys({**data, "budgets": {**data["budgets"], "finetune": {"lr": 1.0e-3}}})
+    changed = {name: {k for k in base if keys[k] != base[k]} for name, keys in
+               (("lora", lora), ("prefix", prefix), ("common", common))}
+    assert changed["lora"] == {("trec", "finetune:lora")}
+    assert changed["prefix"] == {("trec", "finetune:prefix")}
+    assert changed["common"] == {("trec", "finetune:lora"), ("trec", "finetune:prefix")}
+    cfg = config_from_dict(data, "keys.yaml")
+    whats = {c.method.name: cell_key(cfg, c)[1] for c in plan(cfg)[0]}
+    assert whats["finetune:lora"]["format"] == CELL_FORMAT
+    assert "lora" in whats["finetune:lora"]["finetune"] and "prefix" not in whats["finetune:lora"]["finetune"]
+    assert "prefix" in whats["finetune:prefix"]["finetune"] and "lora" not in whats["finetune:prefix"]["finetune"]
+    assert whats["zero-shot"]["task"]["prompt"] == {"instruction": "", "input": "Question: {text}\nType:",
+                                                   "answer": " {label}"}  # the whole spec is hashed
+
+
+def test_editing_a_spec_rekeys_that_tasks_cells_and_no_others(tmp_path, monkeypatch):
+    data = {"models": {"d": "dummy"}, "tasks": ["trec", "sst2", "wikitext2"],
+            "methods": ["zero-shot", "few-shot:2", "baseline:majority"], "budgets": {"max_eval_examples": 10}}
+    base = _keys(data)
+    extra = tmp_path / "specs"
+    extra.mkdir()
+    for field, value in (("prompt", {"input": "Q: {text}\nA:", "answer": " {label}"}),
+                         ("baselines", {"majority": {}, "tfidf-lr": {"C": 1.0}})):
+        spec = yaml.safe_load(Path(get_task("trec").source_file).read_text())
+        spec[field] = value
+        (extra / "trec.yaml").write_text(yaml.safe_dump(spec))  # a later spec folder's file of a name wins
+        monkeypatch.setenv(TASK_PATH_VAR, str(extra))
+        edited = _keys(data)
+        assert {k for k in base if edited[k] != base[k]} == {k for k in base if k[0] == "trec"}, field
+    monkeypatch.delenv(TASK_PATH_VAR)
+    assert _keys(data) == base
+
+
+def test_old_format_records_are_reported_never_reused_and_never_crash_a_scan(tmp_path, shared_data, monkeypatch):
+    out = tmp_path / "lb"
+    runs = out / "runs"
+    runs.mkdir(parents=True)
+    old = {"format": 1, "task": "trec", "method": "zero-shot", "metrics": {"accuracy": 10.0}, "n_examples": 12,
+           "predictions": None, "leaderboard": {"cell_key": "0123456789abcdef", "cell": {"task": "trec"}}}
+    (runs / "trec__zero-shot__dummy__seed0__00000000__lb0123456789.json").write_text(json.dumps(old))
+    (runs / "odd.json").write_text(json.dumps({"leaderboard": ["not", "a", "mapping"]}))
+    (runs / "list.json").write_text("[1, 2]")
+    logs: list[str] = []
+    store = RecordStore(runs, logs.append)
+    store.scan()
+    assert store.index == {} and any("older format (1 of format 1" in line for line in logs)
+    store.index["0123456789abcdef"] = {"record": "trec__zero-shot__dummy__seed0__00000000__lb0123456789.json"}
+    cached, problem = store.lookup("0123456789abcdef")
+    assert cached is None and "format 1" in problem and "re-run it" in problem
+    counter = Counter(monkeypatch)
+    result, logs = run(out)  # a whole run over that folder: every cell runs, the old record stays untouched
+    assert len(counter.calls) == N_CELLS and not result.failed
+    assert json.loads((runs / "trec__zero-shot__dummy__seed0__00000000__lb0123456789.json").read_text()) == old
 
 
 # ---- statistics --------------------------------------------------------------------------------------------
 
 
 def _run_of(task, preds, refs):
-    from tasks.metrics import example_scores
-
-    rows = [{"id": str(i), "prediction": p, "references": r, "scores": example_scores(task, p, r)}
+    rows = [{"id": str(i), "prediction": p, "references": r, "scores": example_scores(task.metrics, p, r)}
             for i, (p, r) in enumerate(zip(preds, refs))]
     return bootstrap.Run.from_rows(rows)
 
@@ -257,17 +348,16 @@ def test_paired_bootstrap_marks_a_clearly_worse_row_and_not_an_equal_one():
     assert bootstrap.confidence_interval(task, "accuracy", [good]).low == ci.low  # seeded
 
 
-@pytest.mark.parametrize("task_name,metrics", [("multi30k-en-de", ("bleu", "chrf")), ("sst2", ("f1",)),
+@pytest.mark.parametrize("task_name,metrics", [("multi30k-en-de", ("bleu", "chrf")), ("sst2", ("binary_f1",)),
                                                 ("trec", ("macro_f1",))])
 def test_fast_resampling_equals_compute_metrics_on_the_resample(task_name, metrics, shared_data):
     """BLEU/chrF from summed sufficient statistics and F1 from confusion counts are the corpus metrics."""
-    from tasks.metrics import compute_metrics
-    from tasks.registry import load_split
+    from tasks.data.load import load_rows
 
     task = get_task(task_name)
-    rows = load_split(task, task.eval_split).select(range(40)).to_list()
+    rows = load_rows(task, task.eval_split)[:40]
     rng = random.Random(1)
-    if task.kind == "classification":
+    if task.label_names:  # classification rows: a label index
         refs = [[task.label_names[r["label"]]] for r in rows]
         preds = [r[0] if rng.random() < 0.6 else rng.choice(task.label_names[:3]) for r in refs]
     else:
@@ -278,7 +368,8 @@ def test_fast_resampling_equals_compute_metrics_on_the_resample(task_name, metri
     for metric in metrics:
         fn, fast = bootstrap.sampler(task, metric, run_)
         assert fast
-        expected = [compute_metrics(task, [preds[i] for i in row], [refs[i] for i in row])[metric] for row in idx]
+        expected = [compute_metrics([metric], [preds[i] for i in row], [refs[i] for i in row], task.label_names)[metric]
+                    for row in idx]
         assert fn(idx) == pytest.approx(expected, abs=1e-6)
 
 
@@ -294,9 +385,9 @@ def _base(**over):
 
 
 @pytest.mark.parametrize("over,needle", [
-    ({"tasks": ["trek"]}, "unknown task 'trek'. Did you mean 'trec'? Valid tasks: sst2, trec"),
-    ({"methods": ["few-shots:4"]}, "unknown method 'few-shots:4'. Valid methods: baseline:<majority"),
-    ({"methods": ["baseline:lead3"]}, "Valid baselines: majority, tfidf-lr, lead"),
+    ({"tasks": ["trek"]}, "unknown task 'trek'. Did you mean 'trec'? Valid tasks: bbc-news, "),
+    ({"methods": ["few-shots:4"]}, "unknown method 'few-shots:4'. Valid methods: baseline:<tfidf-lr|majority|lead"),
+    ({"methods": ["baseline:lead3"]}, "Valid baselines: tfidf-lr, majority, lead, lead-k, copy, copy-source"),
     ({"methods": ["finetune:qlora"]}, "Valid fine-tuning methods: full, linear, lora, prompt, prefix"),
     ({"methods": ["few-shot:x"]}, "needs a number of shots"),
     ({"budgets": {"epoch": 1}}, "unknown key 'budgets.epoch'; did you mean 'epochs'?"),
@@ -312,6 +403,7 @@ def test_config_errors_name_the_key_the_file_and_the_valid_names(over, needle):
     with pytest.raises(LeaderboardError) as e:
         config_from_dict(_base(**over), "configs/leaderboard/x.yaml")
     assert needle in str(e.value) and "configs/leaderboard/x.yaml" in str(e.value)
+    assert isinstance(e.value, GPT2SuiteError) and not isinstance(e.value, ValueError)  # one error module
 
 
 def test_unknown_model_filter_too_many_shots_and_a_missing_model_folder(tmp_path, shared_data, capsys):

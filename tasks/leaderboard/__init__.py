@@ -3,49 +3,53 @@
     gpt2suite leaderboard --config configs/leaderboard/quick.yaml [--out results] [--dry-run]
 
 A config (configs/leaderboard/*.yaml) names models (name -> backbone folder, optionally with already trained
-adapters per task), tasks (the registry's plus `wikitext2`, the perplexity row), methods, seeds and budgets:
+adapters per task), tasks (any task spec of tasks/specs), methods, seeds and budgets:
 
     models: {default: results/backbones/default}
-    tasks: [sst2, squad, wikitext2]
+    tasks: [<classification task>, <QA task>, <language-modelling task>]
     methods: [baseline:majority, zero-shot, few-shot:4, {name: finetune:lora, seeds: [0, 1]}]
     seeds: [0]
     budgets: {max_eval_examples: 200, epochs: 1, threads: 1}
-    task_budgets: {squad: {max_eval_examples: 100}}
+    task_budgets: {<QA task>: {max_eval_examples: 100}}
 
-Methods: `baseline:<majority|tfidf-lr|lead|copy|best-sentence|best-sentence-span>` (tasks/baselines.py),
-`zero-shot`, `few-shot:K`, `few-shot-calibrated:K` (tasks/fewshot.py), `finetune:<full|linear|lora|prompt|prefix>`
-(tasks/finetune.py). A method that does not apply to a task (baseline:copy on sst2, finetune:linear on a generation
-task, calibration outside classification, fine-tuning the `dummy` model) is skipped with a note. Budgets layer:
-`budgets` < `task_budgets[task]` < a method entry's `budgets`.
+Methods: `baseline:<name>` (tasks/methods/baselines.py; `lead` and `copy` are short for `lead-k` and
+`copy-source`), `zero-shot`, `few-shot:K`, `few-shot-calibrated:K` (tasks/methods/fewshot.py),
+`finetune:<full|linear|lora|prompt|prefix>` (tasks/methods/finetune). What applies to a task is asked of its spec
+and kind: a baseline applies when the spec lists it under `baselines:`, prompting and calibration when the kind
+prompts / ranks labels, a fine-tuning method when the kind lists it; a method that does not apply (or fine-tuning
+the `dummy` model) is skipped with a note. A task whose kind scores whole texts (language modelling) gets the
+perplexity row instead. Budgets layer: `budgets` < `task_budgets[task]` < a method entry's `budgets`.
 
 Every method of a task is scored on the same examples: the first `max_eval_examples` of a fixed (seed-0) shuffle
-of the task's eval split (`tasks.finetune.eval_rows`), so rows can be compared pairwise, example by example.
-Seeds: few-shot demos and fine-tuning depend on the seed; the other cells (baselines, which train on the whole
-train split, zero-shot, perplexity, trained adapters) are deterministic and run once, with the first seed.
+of the task's eval split (`tasks.evaluation.predict.eval_rows`), so rows can be compared pairwise, example by
+example. Seeds: few-shot demos and fine-tuning depend on the seed; the other cells (baselines, which train on the
+whole train split, zero-shot, perplexity, trained adapters) are deterministic and run once, with the first seed.
 
-Cache: a cell's key is a hash of everything that affects its result (task + version + prompt/template fields, the
-method, shots, seed, model path + config hash + a hash of its weight files, the budgets that apply, the resolved
-fine-tuning config, `CELL_FORMAT`). A cell's runner writes its record + predictions (tasks/records.py) into a
-staging folder; they are then moved into `<out>/runs` as `<records.record_name>__lb<key>.json` (and
-`.predictions.jsonl`; the record last, atomically), stamped with the key under `leaderboard`: cells never share
+Cache: a cell's key is a hash of everything that affects its result (keys.py: the whole task spec, the method,
+shots, seed, model path + config hash + a hash of its weight files, the budgets that apply, only the cell's
+fine-tuning method's fields of the resolved fine-tuning config, `CELL_FORMAT`). A cell's runner writes its
+record + predictions (tasks/evaluation/records.py) into a staging folder; the commit step stamps the record with
+the key under `leaderboard` and writes both into `<out>/runs` with the one run writer, as
+`<records.record_name>__lb<key>.json` (and `.predictions.jsonl`; the record last, atomically): cells never share
 a file and records of the other commands are never replaced. `<out>/runs/index.json` maps keys to records; a key
-missing from it (or an unreadable index) makes a scan of the folder for stamped records. Fine-tuned models go to
-`--models-dir` (default runs/leaderboard/<task>/<method>-<model>-seed<seed>-<key>). A cached record that cannot
-be read (or whose predictions cannot) is reported and its cell re-run; nothing else is deleted. A cell that fails
-is reported and the others go on (exit status 1); an interrupted run keeps every record completed so far and the
-next run does the rest.
+missing from it (or an unreadable index) makes a scan of the folder for stamped records (records of an older
+format are reported and never reused). Fine-tuned models go to `--models-dir` (default
+runs/leaderboard/<task>/<method>-<model>-seed<seed>-<key>). A cached record that cannot be read (or whose
+predictions cannot) is reported and its cell re-run; nothing else is deleted. A cell that fails is reported and
+the others go on (exit status 1); an interrupted run keeps every record completed so far and the next run does
+the rest.
 
-The modules, each importing only those above it:
+The modules, each importing only those above it (errors are tasks.errors.LeaderboardError):
 
-    errors.py     LeaderboardError and the did-you-mean message
-    tasks_api.py  every question asked of the task layer (registry, records, bootstrap, adapters, baselines)
-    methods.py    MethodSpec, parse_method
+    tasks_api.py  the task layer as the leaderboard sees it (specs, kinds, metrics, records, bootstrap, fine-tuning
+                  config): a thin adapter
+    methods.py    MethodSpec, parse_method, the did-you-mean message
     config.py     Budgets, ModelEntry, MethodEntry, LeaderboardConfig: loading and validation
     planning.py   Cell, Note, plan
     keys.py       cell keys, folder fingerprints, model identity
     store.py      RecordStore (index.json), Cached
     result.py     CellStatus, LeaderboardResult: what the renderer reads
-    runners.py    Context and the per-kind cell runners (the task pipelines)
+    runners.py    Context and the per-kind cell runners (the method pipelines)
     render/       rows (statistics), tables (CSV, Markdown), plots, page (HTML from page.html)
     run.py        run_leaderboard: plan, look up, run, commit, render
     cli.py        `gpt2suite leaderboard`
@@ -59,7 +63,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "LeaderboardError": "tasks.leaderboard.errors",
+    "LeaderboardError": "tasks.errors",
     "MethodSpec": "tasks.leaderboard.methods",
     "parse_method": "tasks.leaderboard.methods",
     "Budgets": "tasks.leaderboard.config",

@@ -1,7 +1,7 @@
 """`gpt2suite leaderboard`: run what a leaderboard config lists (reusing run records), then render it.
 
     gpt2suite leaderboard --config configs/leaderboard/quick.yaml [--out results] [--dry-run]
-    gpt2suite leaderboard --config configs/leaderboard/full.yaml --task sst2 --task trec   # a subset
+    gpt2suite leaderboard --config configs/leaderboard/full.yaml --task <name> --task <name>  # a subset
     gpt2suite leaderboard --config configs/leaderboard/full.yaml --method finetune:lora     # one method
     gpt2suite leaderboard --config configs/leaderboard/quick.yaml --render-only            # no runs, just tables
 

@@ -10,10 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gpt2core.pretrain.config import ConfigError, _from_dict, expand_path
-from tasks.leaderboard.errors import LeaderboardError, unknown_name
-from tasks.leaderboard.methods import METHOD_FORMS, parse_method
-from tasks.leaderboard.tasks_api import PERPLEXITY_TASK, REPO_ROOT, registry_tasks, valid_tasks
+from gpt2core.errors import ConfigError
+from gpt2core.paths import repo_path
+from gpt2core.typed_config import from_dict
+from tasks.leaderboard.methods import METHOD_FORMS, parse_method, unknown
+from tasks.leaderboard.tasks_api import REPO_ROOT, LeaderboardError, scores_text, task_kind, valid_tasks
 
 DUMMY_MODEL = "dummy"
 BASELINE_MODEL = "none"  # baselines do not use a model: one row per task, whatever the models
@@ -34,10 +35,12 @@ class Budgets:
     val_examples: int | None = None  # fine-tuning: validation subset scored at each evaluation
     threads: int | None = None  # torch CPU threads (does not change results)
     lm_batch_size: int | None = None  # zero/few-shot and perplexity: rows per forward pass (does not change results)
-    ppl_max_len: int | None = None  # wikitext2: window length (default: the model's n_positions)
-    ppl_stride: int | None = None  # wikitext2: tokens a window advances (default: ppl_max_len)
-    ppl_max_chars: int | None = None  # wikitext2: score the first N characters only
-    finetune: dict[str, Any] = field(default_factory=dict)  # any other FinetuneConfig key (lr, lora_r, ...)
+    ppl_max_len: int | None = None  # text-scoring (perplexity) row: window length (default: the model's n_positions)
+    ppl_stride: int | None = None  # text-scoring row: tokens a window advances (default: ppl_max_len)
+    ppl_max_chars: int | None = None  # text-scoring row: score the first N characters only
+    # Any other fine-tuning config key: a common one (lr, warmup, ...) or a method's setting (r, targets,
+    # num_virtual_tokens, ...), which applies to that method's cells only.
+    finetune: dict[str, Any] = field(default_factory=dict)
 
     def merged(self, other: "Budgets | None") -> "Budgets":
         if other is None:
@@ -102,24 +105,24 @@ def config_from_dict(data: Any, source: str = "<dict>") -> LeaderboardConfig:
     if not isinstance(data, dict):
         raise LeaderboardError(f"{source}: expected a mapping of config keys, got {type(data).__name__}")
     try:
-        raw = _from_dict(_RawConfig, data, "")
+        raw = from_dict(_RawConfig, data, "")
         models = {}
         for name, entry in raw.models.items():
             entry = {"path": entry} if isinstance(entry, str) else entry
             if not isinstance(entry, dict):
                 raise ConfigError(f"models.{name}: expected a folder path or a mapping with 'path', got {entry!r}")
-            models[str(name)] = _from_dict(ModelEntry, entry, f"models.{name}")
+            models[str(name)] = from_dict(ModelEntry, entry, f"models.{name}")
         methods = []
         for i, entry in enumerate(raw.methods):
             entry = {"name": entry} if isinstance(entry, str) else entry
             if not isinstance(entry, dict):
                 raise ConfigError(f"methods[{i}]: expected a method name or a mapping with 'name', got {entry!r}")
-            methods.append(_from_dict(MethodEntry, entry, f"methods[{i}]"))
+            methods.append(from_dict(MethodEntry, entry, f"methods[{i}]"))
         task_budgets = {}
         for task, layer in raw.task_budgets.items():
             if not isinstance(layer, dict):
                 raise ConfigError(f"task_budgets.{task}: expected a mapping of budget keys, got {layer!r}")
-            task_budgets[str(task)] = _from_dict(Budgets, layer, f"task_budgets.{task}")
+            task_budgets[str(task)] = from_dict(Budgets, layer, f"task_budgets.{task}")
     except ConfigError as e:
         raise LeaderboardError(f"{source}: {e}") from None
     cfg = LeaderboardConfig(models, [str(t) for t in raw.tasks], methods, list(raw.seeds), raw.budgets,
@@ -151,10 +154,10 @@ def validate_config(cfg: LeaderboardConfig) -> None:
         raise LeaderboardError(f"{src}: no tasks (valid tasks: {', '.join(valid_tasks())})")
     for t in cfg.tasks:
         if t not in valid_tasks():
-            raise unknown_name("task", t, valid_tasks(), f"{src}: tasks")
+            raise unknown("task", t, valid_tasks(), f"{src}: tasks")
     if len(set(cfg.tasks)) != len(cfg.tasks):
         raise LeaderboardError(f"{src}: tasks lists a task twice")
-    if not cfg.methods and cfg.tasks != [PERPLEXITY_TASK]:
+    if not cfg.methods and not all(scores_text(t) for t in cfg.tasks):
         raise LeaderboardError(f"{src}: no methods (valid methods: {', '.join(METHOD_FORMS)})")
     seen: dict[tuple[str, str, int | None], str] = {}
     for i, m in enumerate(cfg.methods):
@@ -165,7 +168,7 @@ def validate_config(cfg: LeaderboardConfig) -> None:
             raise LeaderboardError(f"{src}: methods[{i}] ({m.name}): tasks is empty (leave it out for every task)")
         for t in m.tasks or []:
             if t not in cfg.tasks:
-                raise unknown_name("task", t, cfg.tasks,
+                raise unknown("task", t, cfg.tasks,
                                    f"{src}: methods[{i}] ({m.name}).tasks (tasks of this config)")
         for t in m.tasks or cfg.tasks:  # one method may be listed twice, for disjoint sets of tasks
             ident = (t, spec.row_method, spec.shots)
@@ -180,13 +183,14 @@ def validate_config(cfg: LeaderboardConfig) -> None:
                                f"{cfg.output!r}")
     for t in cfg.task_budgets:
         if t not in cfg.tasks:
-            raise unknown_name("task", t, cfg.tasks, f"{src}: task_budgets (tasks of this config)")
+            raise unknown("task", t, cfg.tasks, f"{src}: task_budgets (tasks of this config)")
     for name, entry in cfg.models.items():
         if name == BASELINE_MODEL:
             raise LeaderboardError(f"{src}: models: the name {BASELINE_MODEL!r} is reserved for the baselines' rows")
+        tunable = [t for t in valid_tasks() if task_kind(t).finetune_methods]
         for t in entry.adapters:
-            if t not in registry_tasks():
-                raise unknown_name("task", t, registry_tasks(), f"{src}: models.{name}.adapters")
+            if t not in tunable:
+                raise unknown("fine-tunable task", t, tunable, f"{src}: models.{name}.adapters")
     for layer_name, layer in [("budgets", cfg.budgets),
                               *((f"task_budgets.{t}", b) for t, b in cfg.task_budgets.items()),
                               *((f"methods.{m.name}.budgets", m.budgets) for m in cfg.methods if m.budgets)]:
@@ -197,6 +201,5 @@ def validate_config(cfg: LeaderboardConfig) -> None:
 
 
 def resolve_model_path(path: str) -> Path:
-    """`dummy` stays; `${REPO}` / `${SHARED_DATA}` expand; a relative path is taken from the repository root."""
-    p = expand_path(path)
-    return p if p.is_absolute() else REPO_ROOT / p
+    """`${REPO}` / `${DATA_DIR}` expand; a relative path is taken from the repository root (callers keep `dummy`)."""
+    return repo_path(path)

@@ -1,10 +1,19 @@
-"""Cache keys: a cell's key is a hash of everything that affects its result (task + version + prompt/template
-fields, the method, shots, seed, model path + config hash + a hash of its weight files, the budgets that apply,
-the resolved fine-tuning config, `CELL_FORMAT`)."""
+"""Cache keys: a cell's key is a hash of everything that affects its result and nothing else:
+
+- the whole task spec (`spec_fields`: data source, splits, fields, labels, metrics, prompt, generation limits,
+  baseline parameters, version; no hand-kept list, so editing any of it re-keys that task's cells), its eval split;
+- the cell kind, method, shots, seed, `CELL_FORMAT`;
+- the model: path + config hash + a hash of its weight and tokenizer files (`dummy` / `none` by name);
+- the budgets the cell uses: the eval subset (every cell but the text-scoring row), the window of a text-scoring
+  row (ppl_max_len, ppl_stride, ppl_max_chars), a baseline's name (its parameters are in the spec), few-shot
+  calibration;
+- fine-tuning: only `method_fields(cfg, method)` of the resolved config (the common fields that change a result,
+  and that method's settings block), so a LoRA setting never re-keys a prefix-tuning cell;
+- a trained adapter: its path and weight hash, and the evaluation config of its method (`method_fields`).
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import os
 from pathlib import Path
@@ -12,17 +21,18 @@ from typing import Any
 
 from tasks.leaderboard.config import BASELINE_MODEL, DUMMY_MODEL, LeaderboardConfig, resolve_model_path
 from tasks.leaderboard.planning import Cell
-from tasks.leaderboard.tasks_api import (config_hash, finetune_config, get_task, model_config_hash, repo_relative,
-                                         task_fields)
+from tasks.leaderboard.tasks_api import (config_hash, finetune_config, finetune_fields, get_task, model_config_hash,
+                                         repo_relative, spec_fields)
 
-CELL_FORMAT = 1  # bump when a runner's behaviour changes in a way that changes results: every cell re-runs
-EVAL_SUBSET = "first max_eval_examples of the eval split shuffled with seed 0 (tasks.finetune.eval_rows)"
+# Bump when a runner's behaviour changes in a way that changes results: every cell re-runs.
+# 2: the whole task spec and only the cell's fine-tuning method's fields are hashed; RunRecord format 2.
+CELL_FORMAT = 2
+EVAL_SUBSET = "first max_eval_examples of the eval split shuffled with seed 0 (tasks.evaluation.predict.eval_rows)"
 
 _FINGERPRINTS: dict[tuple[str, int, int], str] = {}
 _MODEL_FILES = ("config.json", "model.safetensors.index.json", "vocab.json", "merges.txt", "tokenizer.json",
                 "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "adapter_config.json",
                 "gpt2suite.json")
-_NOT_RESULTS = ("progress", "threads", "logging_steps")  # FinetuneConfig keys that do not change a result
 
 
 def _defines_model(name: str) -> bool:
@@ -62,7 +72,8 @@ def model_identity(cfg: LeaderboardConfig, model: str) -> dict[str, Any]:
 
 
 def finetune_overrides(cell: Cell) -> dict[str, Any]:
-    """The FinetuneConfig overrides of a fine-tuning cell: its budgets, seed, no progress bar."""
+    """The FinetuneConfig overrides of a fine-tuning cell: its budgets, seed, no progress bar (settings of other
+    methods among them are dropped by `finetune_config`)."""
     b = cell.budgets
     out: dict[str, Any] = dict(b.finetune)
     for name in ("max_train_examples", "epochs", "max_steps", "batch_size", "eval_batch_size", "max_length",
@@ -89,22 +100,24 @@ def adapter_overrides(cell: Cell) -> dict[str, Any]:
 def cell_key(cfg: LeaderboardConfig, cell: Cell) -> tuple[str, dict[str, Any]]:
     """(the cache key, what it hashes) of a cell."""
     b = cell.budgets
-    what: dict[str, Any] = {"format": CELL_FORMAT, "kind": cell.kind, "task": cell.task, "method": cell.method.name,
-                            "shots": cell.method.shots, "seed": cell.seed, "model": model_identity(cfg, cell.model)}
+    spec = get_task(cell.task)
+    what: dict[str, Any] = {"format": CELL_FORMAT, "kind": cell.kind, "task": spec_fields(spec),
+                            "split": spec.eval_split, "method": cell.method.name, "shots": cell.method.shots,
+                            "seed": cell.seed, "model": model_identity(cfg, cell.model)}
     if cell.kind == "perplexity":
-        what.update(split="test", max_len=b.ppl_max_len, stride=b.ppl_stride, max_chars=b.ppl_max_chars)
-    else:
-        spec = get_task(cell.task)
-        what.update(task=task_fields(spec), split=spec.eval_split, eval_limit=b.eval_limit, eval_subset=EVAL_SUBSET)
-        if cell.kind == "baseline":
-            what.update(baseline=cell.method.baseline)
-        elif cell.kind == "fewshot":
-            what.update(calibrate=cell.method.calibrate)
-        elif cell.kind == "finetune":
-            ft = finetune_config(spec, cell.method.finetune, finetune_overrides(cell))
-            what["finetune"] = {k: v for k, v in dataclasses.asdict(ft).items() if k not in _NOT_RESULTS}
-        elif cell.kind == "adapter":
-            folder = resolve_model_path(cell.adapter)
-            what["adapter"] = {"path": repo_relative(folder), "weights": folder_fingerprint(folder)}
-            what["overrides"] = {k: v for k, v in adapter_overrides(cell).items() if k not in _NOT_RESULTS}
+        what.update(max_len=b.ppl_max_len, stride=b.ppl_stride, max_chars=b.ppl_max_chars)
+        return config_hash(what), what
+    what.update(eval_limit=b.eval_limit, eval_subset=EVAL_SUBSET)
+    if cell.kind == "baseline":
+        what.update(baseline=cell.method.baseline)
+    elif cell.kind == "fewshot":
+        what.update(calibrate=cell.method.calibrate)
+    elif cell.kind == "finetune":
+        method = cell.method.finetune
+        what["finetune"] = finetune_fields(finetune_config(spec, method, finetune_overrides(cell)), method)
+    elif cell.kind == "adapter":
+        folder = resolve_model_path(cell.adapter)
+        method = cell.method.finetune
+        what["adapter"] = {"path": repo_relative(folder), "weights": folder_fingerprint(folder)}
+        what["evaluation"] = finetune_fields(finetune_config(spec, method, adapter_overrides(cell)), method)
     return config_hash(what), what

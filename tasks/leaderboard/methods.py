@@ -1,21 +1,25 @@
 """Method names as a config writes them (`baseline:majority`, `zero-shot`, `few-shot:4`, `finetune:lora`, ...),
-parsed into what runs and how its rows are labelled."""
+parsed into what runs and how its rows are labelled; and the did-you-mean message every unknown name gets."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 
-from tasks.leaderboard.errors import LeaderboardError, unknown_name
-from tasks.leaderboard.tasks_api import finetune_method_names
+from gpt2core.typed_config import unknown_name
+from tasks.leaderboard.tasks_api import BASELINES, FINETUNE_METHODS, LeaderboardError
 
-# Config names -> tasks/baselines.py method names.
-BASELINES = {"majority": "majority", "tfidf-lr": "tfidf-lr", "lead": "lead-k", "lead-k": "lead-k",
-             "copy": "copy-source", "copy-source": "copy-source", "best-sentence": "best-sentence",
-             "best-sentence-span": "best-sentence-span"}
-_SHORT = {"lead-k": "lead", "copy-source": "copy"}  # rows use the short names
-METHOD_FORMS = ("baseline:<" + "|".join(BASELINES) + ">", "zero-shot", "few-shot:K", "few-shot-calibrated:K",
-                "finetune:<full|linear|lora|prompt|prefix>")
+_SHORT = {"lead-k": "lead", "copy-source": "copy"}  # rows and configs may use the short names
+# Config names -> tasks/methods/baselines.py names (the registry's, and the short names).
+BASELINE_NAMES = {alias: name for name in BASELINES for alias in ((_SHORT[name], name) if name in _SHORT
+                                                                  else (name,))}
+METHOD_FORMS = ("baseline:<" + "|".join(BASELINE_NAMES) + ">", "zero-shot", "few-shot:K", "few-shot-calibrated:K",
+                "finetune:<" + "|".join(FINETUNE_METHODS) + ">")
+
+
+def unknown(kind: str, name: str, valid: list[str] | tuple[str, ...], where: str) -> LeaderboardError:
+    """`where: unknown <kind> 'x'. Did you mean 'y'? Valid <kind>s: ...` as a LeaderboardError."""
+    return LeaderboardError(str(unknown_name(kind, name, valid, where)))
 
 
 @dataclass(frozen=True)
@@ -23,12 +27,12 @@ class MethodSpec:
     """A parsed method name: what runs and how its rows are labelled."""
 
     name: str  # as in the config: few-shot:4
-    kind: str  # baseline | fewshot | finetune
+    kind: str  # baseline | fewshot | finetune (the leaderboard's cell kinds, not task kinds)
     row_method: str  # the leaderboard's method column: baseline:lead, zero-shot, few-shot, finetune:lora, ...
     shots: int | None = None
     calibrate: bool = False
-    baseline: str | None = None  # tasks/baselines.py name
-    finetune: str | None = None  # tasks/adapters.py name
+    baseline: str | None = None  # tasks/methods/baselines.py name
+    finetune: str | None = None  # fine-tuning method (tasks/methods/adapters.py)
 
 
 def parse_method(name: str, where: str = "methods") -> MethodSpec:
@@ -37,9 +41,10 @@ def parse_method(name: str, where: str = "methods") -> MethodSpec:
         return MethodSpec(name, "fewshot", "zero-shot", shots=0)
     head, _, arg = name.partition(":")
     if head == "baseline":
-        if arg not in BASELINES:
-            raise unknown_name("baseline", arg, list(BASELINES), f"{where}: {name!r}")
-        return MethodSpec(name, "baseline", f"baseline:{_SHORT.get(arg, arg)}", baseline=BASELINES[arg])
+        if arg not in BASELINE_NAMES:
+            raise unknown("baseline", arg, list(BASELINE_NAMES), f"{where}: {name!r}")
+        full = BASELINE_NAMES[arg]
+        return MethodSpec(name, "baseline", f"baseline:{_SHORT.get(full, full)}", baseline=full)
     if head in ("few-shot", "few-shot-calibrated"):
         if not re.fullmatch(r"\d+", arg):
             raise LeaderboardError(f"{where}: {name!r} needs a number of shots, e.g. {head}:4")
@@ -48,8 +53,7 @@ def parse_method(name: str, where: str = "methods") -> MethodSpec:
             raise LeaderboardError(f"{where}: few-shot:0 is zero-shot; write 'zero-shot'")
         return MethodSpec(name, "fewshot", head, shots=k, calibrate=head == "few-shot-calibrated")
     if head == "finetune":
-        ft_methods = finetune_method_names()
-        if arg not in ft_methods:
-            raise unknown_name("fine-tuning method", arg, ft_methods, f"{where}: {name!r}")
+        if arg not in FINETUNE_METHODS:
+            raise unknown("fine-tuning method", arg, FINETUNE_METHODS, f"{where}: {name!r}")
         return MethodSpec(name, "finetune", f"finetune:{arg}", finetune=arg)
     raise bad

@@ -1,9 +1,11 @@
 """Planning: the cells a config asks for, in run order, and a note on each method that does not apply.
 
-A method that does not apply to a task (a baseline of another task family, a fine-tuning method the task's kind
-lacks, calibration outside classification, fine-tuning the `dummy` model) is skipped with a note. Few-shot demos
-and fine-tuning depend on the seed; the other cells (baselines, zero-shot, perplexity, trained adapters) run
-once, with the first seed.
+What applies is asked of the task's spec and kind: a baseline applies when the spec lists it, prompting and
+calibration when the kind prompts / ranks labels, a fine-tuning method when the kind lists it; fine-tuning the
+`dummy` model never applies. Whatever does not is skipped with a note. A task whose kind scores whole texts
+(`scores_text`) gets one perplexity row per model instead of the config's methods. Few-shot demos and fine-tuning
+depend on the seed; the other cells (baselines, zero-shot, perplexity, trained adapters) run once, with the first
+seed.
 """
 
 from __future__ import annotations
@@ -12,10 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from tasks.leaderboard.config import BASELINE_MODEL, DUMMY_MODEL, Budgets, LeaderboardConfig, resolve_model_path
-from tasks.leaderboard.errors import LeaderboardError, unknown_name
-from tasks.leaderboard.methods import MethodSpec, parse_method
-from tasks.leaderboard.tasks_api import (PERPLEXITY_TASK, adapter_meta, applicable_finetune_methods,
-                                         baseline_choices, get_task, is_classification)
+from tasks.leaderboard.methods import MethodSpec, parse_method, unknown
+from tasks.leaderboard.tasks_api import LeaderboardError, TaskSpec, adapter_meta, get_task, task_kind
+
+PERPLEXITY = MethodSpec("perplexity", "perplexity", "zero-shot", shots=0)  # the row of a text-scoring task
 
 
 @dataclass
@@ -59,14 +61,14 @@ def plan(cfg: LeaderboardConfig, only_tasks: list[str] | None = None, only_model
     `only_*` narrow it to some of the config's tasks, models and methods (names as in the config)."""
     for t in only_tasks or []:
         if t not in cfg.tasks:
-            raise unknown_name("task", t, cfg.tasks, f"--task (tasks of {cfg.source})")
+            raise unknown("task", t, cfg.tasks, f"--task (tasks of {cfg.source})")
     for m in only_models or []:
         if m not in cfg.models:
-            raise unknown_name("model", m, list(cfg.models), f"--model (models of {cfg.source})")
+            raise unknown("model", m, list(cfg.models), f"--model (models of {cfg.source})")
     config_methods = list(dict.fromkeys(m.name for m in cfg.methods))
     for m in only_methods or []:
         if m not in config_methods:
-            raise unknown_name("method", m, config_methods, f"--method (methods of {cfg.source})")
+            raise unknown("method", m, config_methods, f"--method (methods of {cfg.source})")
     tasks = [t for t in cfg.tasks if not only_tasks or t in only_tasks]
     models = [m for m in cfg.models if not only_models or m in only_models]
     cells: list[Cell] = []
@@ -81,14 +83,14 @@ def plan(cfg: LeaderboardConfig, only_tasks: list[str] | None = None, only_model
 
     for task_name in tasks:
         task_layer = cfg.budgets.merged(cfg.task_budgets.get(task_name))
-        if task_name == PERPLEXITY_TASK:
+        spec = get_task(task_name)
+        kind = task_kind(spec)
+        if kind.scores_text:
             if only_methods:
                 continue  # perplexity is not one of the config's methods: it runs when no method is picked
-            ppl = MethodSpec("perplexity", "perplexity", "zero-shot", shots=0)
             for model in models:
-                add(Cell(model, task_name, ppl, cfg.seeds[0], task_layer, "perplexity"))
+                add(Cell(model, task_name, PERPLEXITY, cfg.seeds[0], task_layer, "perplexity"))
             continue
-        spec = get_task(task_name)
         for entry in cfg.methods:
             if (entry.tasks is not None and task_name not in entry.tasks) or \
                     (only_methods and entry.name not in only_methods):
@@ -96,21 +98,12 @@ def plan(cfg: LeaderboardConfig, only_tasks: list[str] | None = None, only_model
             method = parse_method(entry.name)
             budgets = task_layer.merged(entry.budgets)
             seeds = entry.seeds or cfg.seeds
+            why = _not_applicable(spec, method)
+            if why:
+                notes.append(Note(f"{task_name} | {method.name}", f"{why}; skipped"))
+                continue
             if method.kind == "baseline":
-                family, baselines = baseline_choices(spec)
-                if method.baseline not in baselines:
-                    notes.append(Note(f"{task_name} | {method.name}", f"does not apply to {task_name} ({family}: "
-                                      f"{', '.join(baselines)}); skipped"))
-                    continue
                 add(Cell(BASELINE_MODEL, task_name, method, seeds[0], budgets, "baseline"))
-                continue
-            if method.calibrate and not is_classification(spec):
-                notes.append(Note(f"{task_name} | {method.name}", f"calibration applies to classification tasks "
-                                  f"only ({task_name} is {spec.kind}); skipped"))
-                continue
-            if method.kind == "finetune" and method.finetune not in applicable_finetune_methods(spec):
-                notes.append(Note(f"{task_name} | {method.name}", f"does not apply to {task_name} ({spec.kind}: "
-                                  f"{', '.join(applicable_finetune_methods(spec))}); skipped"))
                 continue
             for model in models:
                 entry_m = cfg.models[model]
@@ -128,9 +121,26 @@ def plan(cfg: LeaderboardConfig, only_tasks: list[str] | None = None, only_model
             adapter = cfg.models[model].adapters.get(task_name)
             if adapter is not None:
                 m = _adapter_method(adapter, task_name, model)
-                spec_m = MethodSpec(f"finetune:{m}", "adapter", f"finetune:{m}")
+                spec_m = MethodSpec(f"finetune:{m}", "adapter", f"finetune:{m}", finetune=m)
                 add(Cell(model, task_name, spec_m, cfg.seeds[0], task_layer, "adapter", adapter=adapter))
     return cells, notes
+
+
+def _not_applicable(spec: TaskSpec, method: MethodSpec) -> str | None:
+    """Why `method` does not apply to the task (asked of its spec and kind), or None when it does."""
+    kind = task_kind(spec)
+    if method.kind == "baseline":
+        if method.baseline not in spec.baselines:
+            listed = ", ".join(spec.baselines) or "none"
+            return f"does not apply to {spec.name} (the baselines its spec lists: {listed})"
+    elif method.kind == "fewshot" and not kind.prompting:
+        return f"prompting does not apply to {spec.name} ({kind.name} tasks)"
+    elif method.calibrate and not kind.calibrates:
+        return f"calibration applies to kinds that rank labels; {spec.name} is a {kind.name} task"
+    elif method.kind == "finetune" and method.finetune not in kind.finetune_methods:
+        return (f"does not apply to {spec.name} ({kind.name} tasks: "
+                f"{', '.join(kind.finetune_methods) or 'no fine-tuning'})")
+    return None
 
 
 def _adapter_method(adapter: str, task: str, model: str) -> str:

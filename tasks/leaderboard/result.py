@@ -9,6 +9,7 @@ from typing import Any
 
 from tasks.leaderboard.config import LeaderboardConfig
 from tasks.leaderboard.planning import Cell, Note
+from tasks.leaderboard.tasks_api import RunRecord
 
 
 @dataclass
@@ -16,7 +17,7 @@ class CellStatus:
     cell: Cell
     key: str
     status: str  # cached | ran | failed | planned (dry run) | missing (render only)
-    record: dict[str, Any] | None = None
+    record: RunRecord | None = None
     path: Path | None = None
     rows: list[dict[str, Any]] | None = None
     message: str | None = None

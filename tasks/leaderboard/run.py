@@ -1,8 +1,9 @@
 """The whole run: plan, look every cell up in the record store, run what is missing, commit each record, render.
 
-A cell's runner writes its record + predictions into a staging folder; `commit` moves them into `<out>/runs` as
-`<records.record_name>__lb<key>.json` (and `.predictions.jsonl`; the record last, atomically), stamped with the
-key under `leaderboard`: cells never share a file and records of the other commands are never replaced. A cell
+A cell's runner writes its record + predictions into a staging folder; `commit` stamps the record with the key
+under `leaderboard` and writes both into `<out>/runs` with the one run writer (`records.write_run`: predictions
+first, the record last, each atomically) as `<records.record_name>__lb<key>.json` (and `.predictions.jsonl`):
+cells never share a file and records of the other commands are never replaced. A cell
 that fails is reported and the others go on; an interrupted run keeps every record completed so far and the next
 run does the rest.
 """
@@ -25,35 +26,29 @@ from tasks.leaderboard.render.rows import build_rows
 from tasks.leaderboard.result import CellStatus, LeaderboardResult
 from tasks.leaderboard.runners import Context, execute_cell, preflight
 from tasks.leaderboard.store import RecordStore
-from tasks.leaderboard.tasks_api import REPO_ROOT, read_predictions, read_record, repo_relative, write_record
+from tasks.leaderboard.tasks_api import REPO_ROOT, RunRecord, read_predictions, read_record, write_run
 
 DEFAULT_OUT = REPO_ROOT / "results"
 DEFAULT_MODELS_DIR = REPO_ROOT / "runs" / "leaderboard"
 
 
-def commit(ctx: Context, staged: Path, key: str, cell: Cell) -> tuple[dict[str, Any], Path]:
-    """Move a runner's record + predictions from the cell's staging folder into the run folder, as
-    `<records.record_name minus .json>__lb<key>.json` (two cells never share a file, and records written by the
-    other commands are never replaced), stamped with the cell key under `leaderboard`. The record is written last,
-    atomically, so a record always has its predictions. Returns (record, its path)."""
+def commit(ctx: Context, staged: Path, key: str, cell: Cell) -> tuple[RunRecord, Path, list[dict[str, Any]] | None]:
+    """Write a runner's record + predictions from the cell's staging folder into the run folder with the one
+    writer, as `<records.record_name minus .json>__lb<key>` (two cells never share a file, and records written by
+    the other commands are never replaced), the record stamped with the cell key under `leaderboard`. The record
+    is written last, atomically, so a record always has its predictions. Returns (record, its path, its rows)."""
     record = read_record(staged)
-    name = staged.name[: -len(".json")] + f"__lb{key[:10]}"
-    if record.get("predictions"):
-        src = Path(record["predictions"])
-        src = src if src.is_absolute() else REPO_ROOT / src
-        dst = ctx.runs_dir / f"{name}.predictions.jsonl"
-        os.replace(src, dst)
-        record["predictions"] = repo_relative(dst)
-    record["leaderboard"] = {"cell_key": key, "cell": cell.describe(), "config": ctx.cfg.source,
-                             "eval_subset": EVAL_SUBSET if cell.kind != "perplexity" else None,
-                             "budgets": dataclasses.asdict(cell.budgets)}
-    path = write_record(record, ctx.runs_dir / f"{name}.json")
+    rows = read_predictions(record.predictions) if record.predictions else None
+    record.leaderboard = {"cell_key": key, "cell": cell.describe(), "config": ctx.cfg.source,
+                          "eval_subset": EVAL_SUBSET if cell.kind != "perplexity" else None,
+                          "budgets": dataclasses.asdict(cell.budgets)}
+    path = write_run(record, rows, ctx.runs_dir, name=f"{staged.stem}__lb{key[:10]}")
     shutil.rmtree(ctx.staging(key), ignore_errors=True)
     try:
         ctx.staging(key).parent.rmdir()  # only when no other cell's staging folder is left
     except OSError:
         pass
-    return record, path
+    return record, path, rows
 
 
 def run_leaderboard(config: str | os.PathLike | LeaderboardConfig, out: str | os.PathLike = DEFAULT_OUT,
@@ -118,8 +113,7 @@ def _run_cells(ctx: Context, store: RecordStore, todo: list[CellStatus], cfg: Le
         t0 = time.perf_counter()
         try:
             shutil.rmtree(ctx.staging(s.key), ignore_errors=True)  # what an interrupted try of this cell left
-            record, path = commit(ctx, execute_cell(ctx, s.cell, s.key), s.key, s.cell)
-            rows = read_predictions(record["predictions"]) if record.get("predictions") else None
+            record, path, rows = commit(ctx, execute_cell(ctx, s.cell, s.key), s.key, s.cell)
         except (KeyboardInterrupt, SystemExit):
             log(f"interrupted in {s.cell.label}: the records written so far are kept; run again to do the rest")
             raise
@@ -129,7 +123,7 @@ def _run_cells(ctx: Context, store: RecordStore, todo: list[CellStatus], cfg: Le
             continue
         store.add(s.key, path, s.cell)
         s.status, s.record, s.path, s.rows, s.seconds = "ran", record, path, rows, time.perf_counter() - t0
-        metrics = " ".join(f"{k}={v:.2f}" for k, v in record["metrics"].items() if v is not None)
+        metrics = " ".join(f"{k}={v:.2f}" for k, v in record.metrics.items() if v is not None)
         log(f"[{i}/{len(todo)}] done {s.cell.label}: {metrics} ({s.seconds:.1f}s) -> {path}")
         if i == len(todo) or todo[i].cell.task != s.cell.task:
             ctx.forget_task(s.cell.task)

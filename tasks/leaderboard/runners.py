@@ -1,9 +1,9 @@
-"""Running one cell: a runner per cell kind, each calling the project's own task functions, writing its record
-+ predictions (tasks/records.py) into the cell's staging folder. Every method of a task is scored on the same
-examples: the first `max_eval_examples` of a fixed (seed-0) shuffle of the eval split (`tasks.finetune.eval_rows`).
+"""Running one cell: a runner per cell kind, each calling the project's own method pipelines (tasks/methods),
+which write a run record + its per-example rows (tasks/evaluation/records.py) into the cell's staging folder.
+Every method of a task is scored on the same examples: the first `max_eval_examples` of a fixed (seed-0) shuffle
+of the eval split (`tasks.evaluation.predict.eval_rows`).
 
-The runners are where the leaderboard calls the task layer's pipelines (baselines, few-shot, fine-tuning,
-adapter evaluation, perplexity); the task modules are imported inside them (torch, transformers).
+The method modules are imported inside the runners: they bring torch and transformers with them.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from tasks.leaderboard.config import BASELINE_MODEL, DUMMY_MODEL, Budgets, LeaderboardConfig, resolve_model_path
-from tasks.leaderboard.errors import LeaderboardError
 from tasks.leaderboard.keys import adapter_overrides, finetune_overrides
 from tasks.leaderboard.planning import Cell
-from tasks.leaderboard.tasks_api import TaskSpec, adapter_meta, finetune_config, get_task, is_classification
+from tasks.leaderboard.tasks_api import (LeaderboardError, RecordError, TaskSpec, adapter_meta, finetune_config,
+                                         get_task, method_overrides)
 
 
 class Context:
@@ -35,7 +35,7 @@ class Context:
         return self.runs_dir / ".staging" / key
 
     def split(self, task: str, name: str) -> Any:
-        from tasks.registry import load_split
+        from tasks.data.load import load_split
 
         if (task, name) not in self._splits:
             self._splits[(task, name)] = load_split(task, name)
@@ -52,7 +52,7 @@ class Context:
                 del cache[k]
 
     def lm(self, model: str, batch_size: int) -> tuple[Any, int | None]:
-        from tasks.lm_eval import DummyLM, GPT2LM
+        from tasks.models.lm import DummyLM, GPT2LM
 
         if (model, batch_size) not in self._lms:
             path = self.cfg.models[model].path
@@ -72,7 +72,7 @@ def _set_threads(budgets: Budgets) -> None:
 
 
 def _eval_rows(ctx: Context, spec: TaskSpec, budgets: Budgets) -> list[dict[str, Any]]:
-    from tasks.finetune import eval_rows
+    from tasks.evaluation.predict import eval_rows
 
     return eval_rows(spec, spec.eval_split, budgets.eval_limit, ctx.split(spec.name, spec.eval_split)).to_list()
 
@@ -81,6 +81,14 @@ def _model_path(ctx: Context, cell: Cell) -> str:
     """The model as a record names it: `dummy`, or the resolved folder."""
     path = ctx.cfg.models[cell.model].path
     return path if path == DUMMY_MODEL else str(resolve_model_path(path))
+
+
+def _staged_record(folder: Path) -> Path:
+    """The one run record a pipeline that returns a RunRecord (not its path) wrote into a staging folder."""
+    found = sorted(folder.glob("*.json"))
+    if len(found) != 1:
+        raise RecordError(f"expected one run record in the staging folder {folder}, found {len(found)}")
+    return found[0]
 
 
 def preflight(ctx: Context, cell: Cell) -> None:
@@ -104,18 +112,18 @@ def execute_cell(ctx: Context, cell: Cell, key: str) -> Path:
 
 
 def _run_baseline(ctx: Context, cell: Cell, key: str) -> Path:
-    from tasks.baselines import run_baseline, write_baseline_run
+    from tasks.methods.baselines import get_baseline, run_baseline, write_baseline_run
 
     spec = get_task(cell.task)
-    train = ctx.split_list(cell.task, spec.train_split) if is_classification(spec) else None
-    result = run_baseline(spec, cell.method.baseline, seed=cell.seed, train_rows=train,
+    rule = get_baseline(spec, cell.method.baseline)
+    train = ctx.split_list(cell.task, spec.train_split) if rule.needs_train else None
+    result = run_baseline(spec, rule.name, seed=cell.seed, train_rows=train,
                           eval_rows=_eval_rows(ctx, spec, cell.budgets))
-    result.config["seed"] = cell.seed
     return write_baseline_run(result, runs_dir=ctx.staging(key))
 
 
 def _run_fewshot(ctx: Context, cell: Cell, key: str) -> Path:
-    from tasks.fewshot import run_fewshot, write_run
+    from tasks.methods.fewshot import run_fewshot, write_run
 
     spec = get_task(cell.task)
     _set_threads(cell.budgets)
@@ -128,40 +136,43 @@ def _run_fewshot(ctx: Context, cell: Cell, key: str) -> Path:
 
 
 def _run_finetune(ctx: Context, cell: Cell, key: str) -> Path:
-    from tasks.finetune import finetune
+    from tasks.methods.finetune import finetune
+    from tasks.methods.finetune.run import VALIDATION
 
     spec = get_task(cell.task)
-    cfg = finetune_config(spec, cell.method.finetune, finetune_overrides(cell))
-    rows = {name: ctx.split(cell.task, name) for name in {spec.train_split, "validation", spec.eval_split}}
+    method = cell.method.finetune
+    cfg = finetune_config(spec, method, finetune_overrides(cell))
+    rows = {name: ctx.split(cell.task, name) for name in {spec.train_split, VALIDATION, spec.eval_split}
+            if spec.has_split(name)}
     model_path = resolve_model_path(ctx.cfg.models[cell.model].path)
-    out = ctx.models_dir / cell.task / f"{cell.method.finetune}-{cell.model}-seed{cell.seed}-{key[:8]}"
-    record = finetune(spec, cell.method.finetune, model_path, cfg, out_dir=out, runs_dir=ctx.staging(key), rows=rows)
+    out = ctx.models_dir / cell.task / f"{method}-{cell.model}-seed{cell.seed}-{key[:8]}"
+    record = finetune(spec, method, model_path, cfg, out_dir=out, runs_dir=ctx.staging(key), rows=rows)
     if record is None:  # pragma: no cover - only non-main DDP processes get None
         raise RuntimeError("fine-tuning returned no record")
-    return Path(record["_path"])
+    return _staged_record(ctx.staging(key))
 
 
 def _run_adapter(ctx: Context, cell: Cell, key: str) -> Path:
-    from tasks.predict import evaluate
+    from tasks.methods.evaluate import evaluate
 
     spec = get_task(cell.task)
     folder = resolve_model_path(cell.adapter)
     backbone = resolve_model_path(ctx.cfg.models[cell.model].path)
     full = (adapter_meta(folder) or {}).get("method") == "full"
-    record = evaluate(spec, str(folder if full else backbone), adapter=None if full else str(folder),
-                      limit=cell.budgets.eval_limit, overrides=adapter_overrides(cell),
-                      runs_dir=str(ctx.staging(key)), rows=ctx.split(cell.task, spec.eval_split))
-    return Path(record["_path"])
+    evaluate(spec, str(folder if full else backbone), adapter=None if full else str(folder),
+             limit=cell.budgets.eval_limit, overrides=method_overrides(cell.method.finetune, adapter_overrides(cell)),
+             runs_dir=str(ctx.staging(key)), rows=ctx.split(cell.task, spec.eval_split))
+    return _staged_record(ctx.staging(key))
 
 
 def _run_perplexity(ctx: Context, cell: Cell, key: str) -> Path:
-    from tasks.perplexity import evaluate_wikitext2, write_perplexity_run
+    from tasks.methods.perplexity import evaluate_perplexity, write_perplexity_run
 
     _set_threads(cell.budgets)
     b = cell.budgets
     lm, n_params = ctx.lm(cell.model, b.lm_batch_size or 8)
-    max_len = b.ppl_max_len or lm.max_length
-    result = evaluate_wikitext2(lm, stride=b.ppl_stride or max_len, max_len=max_len, max_chars=b.ppl_max_chars)
+    result = evaluate_perplexity(lm, get_task(cell.task), max_len=b.ppl_max_len, stride=b.ppl_stride,
+                                 max_chars=b.ppl_max_chars)
     return write_perplexity_run(result, _model_path(ctx, cell), runs_dir=ctx.staging(key), total_params=n_params)
 
 

@@ -1,6 +1,7 @@
 """The record store: run records in `<out>/runs`, found by cell key through `index.json`. A key missing from the
 index (or an unreadable index) makes a scan of the folder for records stamped with a key. A cached record that
-cannot be read (or whose predictions cannot) is reported, and its cell re-runs; nothing is deleted."""
+cannot be read (or whose predictions cannot) is reported, and its cell re-runs; nothing is deleted. Records of
+an older format (`RECORD_FORMAT`) are never reused: a scan counts and reports them, a lookup reports one."""
 
 from __future__ import annotations
 
@@ -11,17 +12,17 @@ from pathlib import Path
 from typing import Any
 
 from tasks.leaderboard.planning import Cell
-from tasks.leaderboard.tasks_api import (PERPLEXITY_TASK, RecordError, atomic_write_text, check_rows,
-                                         read_predictions, read_record)
+from tasks.leaderboard.tasks_api import (RECORD_FORMAT, RecordError, RunRecord, TaskError, atomic_write_text,
+                                         check_rows, read_predictions, read_record, scores_text)
 
 INDEX_NAME = "index.json"
 
 
 @dataclass
 class Cached:
-    record: dict[str, Any]
+    record: RunRecord
     path: Path
-    rows: list[dict[str, Any]] | None  # per-example predictions (None for perplexity)
+    rows: list[dict[str, Any]] | None  # per-example predictions (None for a text-scoring row)
 
 
 class RecordStore:
@@ -47,21 +48,35 @@ class RecordStore:
                 self.scan()
 
     def scan(self) -> None:
-        """Add every record in the folder that carries a leaderboard cell key to the index."""
+        """Add every record of the current format in the folder that carries a leaderboard cell key to the index;
+        never raises (a file it cannot read is left to the lookup of its cell, which reports it)."""
         if self._scanned:
             return
         self._scanned = True
+        older: dict[Any, int] = {}
         for p in sorted(self.runs_dir.glob("*.json")):
             if p.name == INDEX_NAME:
                 continue
             try:
                 data = json.loads(p.read_text(encoding="utf-8"))
-                key = data["leaderboard"]["cell_key"]
-            except (OSError, ValueError, KeyError, TypeError):
+                stamp = data["leaderboard"]
+                key = stamp["cell_key"]
+                cell = dict(stamp.get("cell") or {})
+                fmt = data.get("format")
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
                 continue  # not a leaderboard record (or unreadable: reported when its cell looks it up)
+            if not isinstance(key, str):
+                continue
+            if fmt != RECORD_FORMAT:
+                older[fmt] = older.get(fmt, 0) + 1
+                continue
             if key not in self.index:
-                self.index[key] = {"record": p.name, **data["leaderboard"].get("cell", {})}
+                self.index[key] = {"record": p.name, **cell}
                 self.dirty = True
+        if older:
+            found = ", ".join(f"{n} of format {f}" for f, n in sorted(older.items(), key=lambda x: str(x[0])))
+            self.log(f"note: {self.runs_dir} holds leaderboard records of an older format ({found}; this version "
+                     f"writes format {RECORD_FORMAT}); they are not reused: their cells run again")
 
     def _path(self, entry: dict[str, Any]) -> Path:
         p = Path(entry["record"])
@@ -74,20 +89,22 @@ class RecordStore:
         entry = self.index.get(key)
         if entry is None:
             return None, None
-        path = self._path(entry)
         try:
+            path = self._path(entry)
             record = read_record(path)
-            stamp = record.get("leaderboard") or {}
+            stamp = record.leaderboard if isinstance(record.leaderboard, dict) else {}
             if stamp.get("cell_key") != key:
                 return None, f"{path} now holds another run (cell key {stamp.get('cell_key')!r})"
             rows = None
-            if record.get("predictions"):
-                rows = read_predictions(record["predictions"])
+            if record.predictions:
+                rows = read_predictions(record.predictions)
                 check_rows(record, rows)
-            elif record["task"] != PERPLEXITY_TASK:
+            elif not scores_text(record.task):
                 return None, f"{path} names no predictions file"
-        except RecordError as e:
+        except (RecordError, TaskError) as e:
             return None, str(e)
+        except (KeyError, TypeError, ValueError) as e:  # an index entry or record field of the wrong shape
+            return None, f"the cached record of key {key} is malformed ({type(e).__name__}: {e})"
         return Cached(record, path, rows), None
 
     def add(self, key: str, path: Path, cell: Cell) -> None:

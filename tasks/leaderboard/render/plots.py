@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from tasks.leaderboard.render.text import method_label
-from tasks.leaderboard.tasks_api import PERPLEXITY_TASK, primary_metric
+from tasks.leaderboard.tasks_api import metric_label, primary_metric
 
 
 def _plot_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [r for r in rows if r["_primary"] and r["task"] != PERPLEXITY_TASK and r["value"] is not None]
+    """Primary-metric rows of tasks scored example by example (a text-scoring row is on another scale)."""
+    return [r for r in rows if r["_primary"] and not r["_whole_text"] and r["value"] is not None]
 
 
 def plot_scores(rows: list[dict[str, Any]], tasks: list[str], path: Path) -> Path | None:
@@ -46,7 +47,7 @@ def plot_scores(rows: list[dict[str, Any]], tasks: list[str], path: Path) -> Pat
                    hatch="//" if r["below_best"] else None, edgecolor="white")
             drawn.add(lab)
     ax.set_xticks(range(len(tasks)))
-    ax.set_xticklabels([f"{t}\n({primary_metric(t)})" for t in tasks], fontsize=8)
+    ax.set_xticklabels([f"{t}\n({metric_label(primary_metric(t))})" for t in tasks], fontsize=8)
     ax.set_ylabel("primary metric (0-100)")
     ax.set_title("Score per task and method (95% bootstrap intervals; hatched = significantly below the best)",
                  fontsize=10)
@@ -95,7 +96,7 @@ def plot_pareto(rows: list[dict[str, Any]], tasks: list[str], path: Path) -> Pat
         front = pareto_front(list(pts))
         ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="#7f8c8d", lw=1, zorder=2)
         ax.set_xscale("log")
-        ax.set_title(f"{t} ({primary_metric(t)})", fontsize=9)
+        ax.set_title(f"{t} ({metric_label(primary_metric(t))})", fontsize=9)
         ax.set_xlabel("trainable parameters (0 drawn at 1)", fontsize=7)
         ax.tick_params(labelsize=7)
     fig.suptitle("Cost vs quality: Pareto front per task (red = significantly below the best)", fontsize=10)

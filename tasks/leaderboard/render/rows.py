@@ -2,8 +2,9 @@
 test against the task's best row on its primary metric.
 
 A row of several seeds reports the mean over its runs (value, seconds, memory) and resamples the examples all its
-runs scored (the statistic is the mean over runs). The wikitext2 row is one document: no interval and no test;
-`n` is the number of tokens scored.
+runs scored (the statistic is the mean over runs). The row of a task scored as a whole text (its kind's
+`scores_text`: the perplexity row) is one document: no interval and no test; `n` is the number of tokens scored.
+Which way is better comes from the metric registry; the primary metric from the task's spec.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 from tasks.leaderboard.result import LeaderboardResult
-from tasks.leaderboard.tasks_api import (LOWER_IS_BETTER, PERPLEXITY_TASK, Run, bootstrap, get_task,
-                                         primary_metric, repo_relative, task_metrics)
+from tasks.leaderboard.tasks_api import (Run, RunRecord, bootstrap, get_task, higher_is_better, repo_relative,
+                                         scores_text, task_metrics)
 
 COLUMNS = ("model", "task", "method", "shots", "metric", "value", "ci_low", "ci_high", "n", "trainable_params",
            "train_seconds", "eval_seconds", "peak_memory_mb", "record", "below_best", "p_value")
@@ -21,6 +22,11 @@ COLUMNS = ("model", "task", "method", "shots", "metric", "value", "ci_low", "ci_
 def _mean(values: list[Any]) -> float | None:
     vals = [float(v) for v in values if v is not None]
     return sum(vals) / len(vals) if vals else None
+
+
+def _tokens(record: RunRecord) -> Any:
+    counts = record.details.get("counts") if isinstance(record.details, dict) else None
+    return counts.get("tokens") if isinstance(counts, dict) else None
 
 
 def _safe(fn: Any, *args: Any) -> Any:
@@ -45,23 +51,23 @@ def build_rows(result: LeaderboardResult) -> list[dict[str, Any]]:
     for (model, task, method, shots), members in groups.items():
         runs = [Run.from_rows(s.rows) for s in members if s.rows]
         first = members[0].record
-        spec = None if task == PERPLEXITY_TASK else get_task(task)
-        primary = primary_metric(task)
+        spec = get_task(task)
+        whole_text = scores_text(spec)
         records = ";".join(repo_relative(s.path) for s in members)
         for metric in task_metrics(task, first):
-            value = _mean([s.record["metrics"].get(metric) for s in members])
-            ci = _safe(bootstrap.confidence_interval, spec, metric, runs) if spec is not None and runs else None
-            n = ci.n if ci else (first.get("counts", {}).get("tokens") if task == PERPLEXITY_TASK
-                                 else first["n_examples"])
+            value = _mean([s.record.metrics.get(metric) for s in members])
+            ci = _safe(bootstrap.confidence_interval, spec, metric, runs) if runs and not whole_text else None
+            n = ci.n if ci else (_tokens(first) if whole_text else first.n_examples)
             by_task.setdefault(task, []).append({
                 "model": model, "task": task, "method": method, "shots": shots, "metric": metric, "value": value,
                 "ci_low": ci.low if ci else None, "ci_high": ci.high if ci else None, "n": n,
-                "trainable_params": first.get("trainable_params"),
-                "train_seconds": _mean([s.record.get("train_seconds") for s in members]),
-                "eval_seconds": _mean([s.record.get("eval_seconds") for s in members]),
-                "peak_memory_mb": _mean([s.record.get("peak_memory_mb") for s in members]),
+                "trainable_params": first.trainable_params,
+                "train_seconds": _mean([s.record.train_seconds for s in members]),
+                "eval_seconds": _mean([s.record.eval_seconds for s in members]),
+                "peak_memory_mb": _mean([s.record.peak_memory_mb for s in members]),
                 "record": records, "below_best": None, "p_value": None,
-                "_primary": metric == primary, "_runs": runs, "_seeds": [s.cell.seed for s in members],
+                "_primary": metric == spec.primary_metric, "_whole_text": whole_text, "_runs": runs,
+                "_seeds": [s.cell.seed for s in members],
                 "_ci_resamples": ci.resamples if ci else None, "_group": (model, method, shots),
                 "_records": [s.path for s in members],
             })
@@ -70,15 +76,15 @@ def build_rows(result: LeaderboardResult) -> list[dict[str, Any]]:
     for task in result.config.tasks:
         rows = by_task.get(task, [])
         primary_rows = [r for r in rows if r["_primary"] and r["value"] is not None]
-        metric = primary_metric(task)
-        order = sorted(primary_rows, key=lambda r: r["value"], reverse=metric not in LOWER_IS_BETTER)
+        spec = get_task(task)
+        metric = spec.primary_metric
+        order = sorted(primary_rows, key=lambda r: r["value"], reverse=higher_is_better(metric))
         if order:
             best = order[0]
             best["below_best"] = False
-            spec = None if task == PERPLEXITY_TASK else get_task(task)
             for r in order[1:]:
                 test = (_safe(bootstrap.paired_test, spec, metric, best["_runs"], r["_runs"])
-                        if spec is not None and best["_runs"] and r["_runs"] else None)
+                        if not r["_whole_text"] and best["_runs"] and r["_runs"] else None)
                 if test is not None:
                     r["p_value"] = test.p_value
                     r["below_best"] = test.p_value < bootstrap.ALPHA

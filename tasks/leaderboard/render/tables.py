@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from tasks.leaderboard.render.rows import COLUMNS
-from tasks.leaderboard.render.text import BELOW, METHOD_NOTES, fmt, header_lines, method_label, params_label
+from tasks.leaderboard.render.text import BELOW, digits, fmt, header_lines, method_label, method_notes, params_label
 from tasks.leaderboard.result import LeaderboardResult
-from tasks.leaderboard.tasks_api import LOWER_IS_BETTER, atomic_write_text
+from tasks.leaderboard.tasks_api import atomic_write_text, higher_is_better, metric_label
 
 
 def _csv_value(col: str, value: Any) -> str:
@@ -57,7 +57,7 @@ def task_summary(rows: list[dict[str, Any]], tasks: list[str]) -> list[dict[str,
         margin = None
         if baseline is not None and backbone is not None:
             margin = backbone["value"] - baseline["value"]
-            margin = -margin if ranked[0]["metric"] in LOWER_IS_BETTER else margin
+            margin = margin if higher_is_better(ranked[0]["metric"]) else -margin
         out.append({"task": task, "metric": ranked[0]["metric"], "best": ranked[0], "baseline": baseline,
                     "backbone": backbone, "margin": margin})
     return out
@@ -66,9 +66,8 @@ def task_summary(rows: list[dict[str, Any]], tasks: list[str]) -> list[dict[str,
 def _with_ci(r: dict[str, Any] | None) -> str:
     if r is None:
         return ""
-    digits = 4 if r["metric"] == "bits_per_byte" else 2
     ci = f" [{fmt(r['ci_low'])}, {fmt(r['ci_high'])}]" if r["ci_low"] is not None else ""
-    return f"{method_label(r)}: {fmt(r['value'], digits)}{ci}"
+    return f"{method_label(r)}: {fmt(r['value'], digits(r['metric']))}{ci}"
 
 
 def _summary_lines(rows: list[dict[str, Any]], tasks: list[str]) -> list[str]:
@@ -80,7 +79,7 @@ def _summary_lines(rows: list[dict[str, Any]], tasks: list[str]) -> list[str]:
         sig = "" if bb is None or bb["_rank"] == 0 or bb["p_value"] is None else \
             f" ({BELOW if bb['below_best'] else ''}p={bb['p_value']:.3f} vs best)"
         margin = "" if t["margin"] is None else f"{t['margin']:+.2f}"
-        out.append(f"| {t['task']} | {t['metric']} | {_with_ci(t['best'])} | {_with_ci(t['baseline'])} | "
+        out.append(f"| {t['task']} | {metric_label(t['metric'])} | {_with_ci(t['best'])} | {_with_ci(t['baseline'])} | "
                    f"{_with_ci(bb)}{sig} | {margin} |")
     return out + [""]
 
@@ -96,16 +95,16 @@ def write_markdown(result: LeaderboardResult, rows: list[dict[str, Any]], path: 
         if not r["_primary"]:
             continue
         ci = f"[{fmt(r['ci_low'])}, {fmt(r['ci_high'])}]" if r["ci_low"] is not None else ""
-        digits = 4 if r["metric"] == "bits_per_byte" else 2
         rec = r["_records"][0]
         link = os.path.relpath(rec, path.parent) if rec is not None else ""
         more = f" (+{len(r['_records']) - 1})" if len(r["_records"]) > 1 else ""
         seeds = f", {len(r['_seeds'])} seeds" if len(r["_seeds"]) > 1 else ""
+        value = fmt(r["value"], digits(r["metric"]))
         out.append(f"| {r['task']} | {'' if r['_rank'] is None else r['_rank'] + 1} | {r['model']} | "
-                   f"{method_label(r)}{seeds} | {r['metric']} | {fmt(r['value'], digits)} | {ci} | {fmt(r['n'])} | "
+                   f"{method_label(r)}{seeds} | {metric_label(r['metric'])} | {value} | {ci} | {fmt(r['n'])} | "
                    f"{params_label(r['trainable_params'])} | {fmt(r['train_seconds'], 1)} | "
                    f"{fmt(r['eval_seconds'], 1)} | {fmt(r['peak_memory_mb'], 0)} | {_sig(r)} | [json]({link}){more} |")
-    out += [""] + [f"- {n}" for n in METHOD_NOTES]
+    out += [""] + [f"- {n}" for n in method_notes(result)]
     skipped = [f"- {n.cell}: {n.message}" for n in result.notes]
     failed = [f"- {s.cell.label}: {s.message}" for s in result.cells if s.status == "failed"]
     missing = [f"- {s.cell.label}" for s in result.cells if s.status == "missing"]

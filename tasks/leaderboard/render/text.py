@@ -7,7 +7,7 @@ import math
 from typing import Any
 
 from tasks.leaderboard.result import LeaderboardResult
-from tasks.leaderboard.tasks_api import bootstrap
+from tasks.leaderboard.tasks_api import bootstrap, get_task, higher_is_better, metric_label, scores_text
 
 BELOW = "▼"
 
@@ -19,8 +19,25 @@ METHOD_NOTES = [
     f"other corpus metric through `compute_metrics` with {bootstrap.FALLBACK_RESAMPLES} resamples.",
     f"{BELOW}: significantly below the task's best row on its primary metric (one-sided paired bootstrap over the "
     f"examples both rows scored, {bootstrap.RESAMPLES} resamples, p < {bootstrap.ALPHA}).",
-    "wikitext2: bits per byte (lower is better) of the WikiText-2 test text; one document, so no interval or test.",
 ]
+
+
+def method_notes(result: LeaderboardResult) -> list[str]:
+    """METHOD_NOTES, then one line per task of the config that is scored as a whole text."""
+    out = list(METHOD_NOTES)
+    for task in result.config.tasks:
+        if scores_text(task):
+            spec = get_task(task)
+            m = spec.primary_metric
+            out.append(f"{task}: {metric_label(m)} ({'higher' if higher_is_better(m) else 'lower'} is better) of "
+                       f"its {spec.eval_split} split read as one document, so no interval or test.")
+    return out
+
+
+def digits(metric: str) -> int:
+    """Decimals a value is shown with: 2 on the 0-100 scale (higher is better); 4 for the others (bits per byte,
+    perplexities), whose differences are small."""
+    return 2 if higher_is_better(metric) else 4
 
 
 def fmt(value: Any, digits: int = 2) -> str:
@@ -54,7 +71,7 @@ def _costs(result: LeaderboardResult) -> tuple[float, int, int]:
     total = 0.0
     for s in result.cells:
         if s.record is not None:
-            total += (s.record.get("train_seconds") or 0) + (s.record.get("eval_seconds") or 0)
+            total += (s.record.train_seconds or 0) + (s.record.eval_seconds or 0)
     return total, result.count("ran"), result.count("cached")
 
 
