@@ -22,9 +22,12 @@ for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "H
 
 import torch  # noqa: E402
 
-from tasks.fewshot import build_prompt, render_answer, render_input, sample_demos, verbalizers  # noqa: E402
-from tasks.lm_eval import GPT2LM  # noqa: E402
-from tasks.registry import DEFAULT_DATA_DIR, get_task, load_split  # noqa: E402
+from gpt2core.paths import DEFAULT_DATA_DIR, data_dir  # noqa: E402
+from tasks.data.load import load_rows  # noqa: E402
+from tasks.data.registry import get_task  # noqa: E402
+from tasks.kinds import get_kind  # noqa: E402
+from tasks.methods.fewshot import build_prompt, demo_text, sample_demos  # noqa: E402
+from tasks.models.lm import GPT2LM  # noqa: E402
 
 
 def random_mini(preset: str, vocab_size: int, seed: int) -> GPT2LM:
@@ -32,7 +35,7 @@ def random_mini(preset: str, vocab_size: int, seed: int) -> GPT2LM:
 
     folder = Path(tempfile.gettempdir()) / f"gpt2suite-bench-tok-{vocab_size}"
     if not (folder / "tokenizer.json").exists():
-        train_tokenizer([DEFAULT_DATA_DIR / "corpus" / "tinyshakespeare" / "input.txt.gz"], vocab_size, folder,
+        train_tokenizer([(data_dir() or DEFAULT_DATA_DIR) / "corpus" / "tinyshakespeare" / "input.txt.gz"], vocab_size, folder,
                         show_progress=False)
     from gpt2core.tokenizer import load_tokenizer
 
@@ -57,6 +60,7 @@ def main() -> None:
     parser.add_argument("--model", help="model folder (default: a random-init --preset model)")
     parser.add_argument("--preset", default="mini")
     parser.add_argument("--vocab-size", type=int, default=8192)
+    parser.add_argument("--task", default="sst2", help="a classification task spec")
     parser.add_argument("--shots", type=int, default=4)
     parser.add_argument("--examples", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=16)
@@ -67,15 +71,16 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     lm = GPT2LM.from_path(args.model) if args.model else random_mini(args.preset, args.vocab_size, args.seed)
     lm.batch_size = args.batch_size
-    task = get_task("sst2")
-    demos = sample_demos(task, load_split(task, "train").to_list(), args.shots, args.seed)
-    demo_texts = [render_input(task, d) + render_answer(task, d) for d in demos]
-    rows = load_split(task, "validation").to_list()[: args.examples]
-    conts = verbalizers(task)
-    reserve = max(lm.token_count(v) for v in conts)
+    task = get_task(args.task)
+    kind = get_kind(task.kind)
+    demos = sample_demos(task, load_rows(task, task.train_split), args.shots, args.seed)
+    demo_texts = [demo_text(task, d) for d in demos]
+    rows = load_rows(task, task.eval_split)[: args.examples]
+    conts = kind.verbalizers(task)
+    reserve = kind.answer_room(task, lm)
     contexts = [build_prompt(task, lm, demo_texts, r, reserve).context for r in rows]
     requests = [(c, v) for c in contexts for v in conts]
-    print(f"{args.examples} SST-2 examples x {len(conts)} labels, k={args.shots}, mean prompt "
+    print(f"{args.examples} {task.name} examples x {len(conts)} labels, k={args.shots}, mean prompt "
           f"{sum(lm.token_count(c) for c in contexts) / len(contexts):.0f} tokens, batch {args.batch_size}, "
           f"{args.threads} threads, {sum(p.numel() for p in lm.model.parameters()) / 1e6:.2f}M parameters")
 
