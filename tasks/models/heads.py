@@ -54,7 +54,7 @@ class GPT2HeadModel(PreTrainedModel):
         self.backbone = backbone if backbone is not None else GPT2LMModel(config)
         self._build_head(config)
         # Positions at the start of the sequence that are not input tokens: PEFT's prompt tuning prepends its
-        # virtual tokens' embeddings, and span logits must index the caller's tokens (set by tasks.adapters).
+        # virtual tokens' embeddings, and span logits must index the caller's tokens (set by tasks.methods.adapters).
         self.n_virtual_tokens = 0
         if config.tie_word_embeddings:
             # The tied LM head is saved once (as wte); this tells the Trainer, when it restores the best
