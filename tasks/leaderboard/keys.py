@@ -9,7 +9,8 @@
   calibration;
 - fine-tuning: only `method_fields(cfg, method)` of the resolved config (the common fields that change a result,
   and that method's settings block), so a LoRA setting never re-keys a prefix-tuning cell;
-- a trained adapter: its path and weight hash, and the evaluation config of its method (`method_fields`).
+- a trained adapter: its path and the hash of its folder (weights and its own settings), and the common fields of
+  the evaluation config (what `gpt2suite eval` records).
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from typing import Any
 
 from tasks.leaderboard.config import BASELINE_MODEL, DUMMY_MODEL, LeaderboardConfig, resolve_model_path
 from tasks.leaderboard.planning import Cell
-from tasks.leaderboard.tasks_api import (config_hash, finetune_config, finetune_fields, get_task, model_config_hash,
-                                         repo_relative, spec_fields)
+from tasks.leaderboard.tasks_api import (adapter_eval_fields, config_hash, finetune_config, finetune_fields, get_task,
+                                         model_config_hash, repo_relative, spec_fields)
 
 # Bump when a runner's behaviour changes in a way that changes results: every cell re-runs.
 # 2: the whole task spec and only the cell's fine-tuning method's fields are hashed; RunRecord format 2.
@@ -119,5 +120,5 @@ def cell_key(cfg: LeaderboardConfig, cell: Cell) -> tuple[str, dict[str, Any]]:
         folder = resolve_model_path(cell.adapter)
         method = cell.method.finetune
         what["adapter"] = {"path": repo_relative(folder), "weights": folder_fingerprint(folder)}
-        what["evaluation"] = finetune_fields(finetune_config(spec, method, adapter_overrides(cell)), method)
+        what["evaluation"] = adapter_eval_fields(finetune_config(spec, method, adapter_overrides(cell)), method)
     return config_hash(what), what

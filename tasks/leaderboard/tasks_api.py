@@ -24,11 +24,12 @@ from tasks.kinds.base import FINETUNE_METHODS
 from tasks.methods.baselines import BASELINES
 from tasks.methods.finetune.config import METHOD_SETTINGS, load_finetune_config, method_fields, settings_keys
 
-__all__ = ["BASELINES", "FINETUNE_METHODS", "LeaderboardError", "RECORD_FORMAT", "REPO_ROOT", "RecordError", "Run",
-           "RunRecord", "TaskSpec", "adapter_meta", "atomic_write_text", "bootstrap", "check_rows", "config_hash",
-           "finetune_config", "finetune_fields", "get_task", "higher_is_better", "method_overrides", "metric_label",
-           "model_config_hash", "primary_metric", "read_predictions", "read_record", "repo_relative", "scores_text",
-           "spec_fields", "TaskError", "task_kind", "task_metrics", "valid_tasks", "write_run"]
+__all__ = ["BASELINES", "FINETUNE_METHODS", "LeaderboardError", "RECORD_FORMAT", "RecordError", "REPO_ROOT", "Run",
+           "RunRecord", "TaskError", "TaskSpec", "adapter_eval_fields", "adapter_meta", "atomic_write_text",
+           "bootstrap", "check_rows", "config_hash", "finetune_config", "finetune_fields", "get_task",
+           "higher_is_better", "method_overrides", "metric_label", "model_config_hash", "primary_metric",
+           "read_predictions", "read_record", "repo_relative", "scores_text", "spec_fields", "task_kind",
+           "task_metrics", "valid_tasks", "write_run"]
 
 
 def valid_tasks() -> list[str]:
@@ -74,6 +75,12 @@ def finetune_config(spec: TaskSpec, method: str, overrides: dict[str, Any]) -> A
 def finetune_fields(cfg: Any, method: str) -> dict[str, Any]:
     """What defines a fine-tuning result: the common fields and only `method`'s settings block."""
     return method_fields(cfg, method)
+
+
+def adapter_eval_fields(cfg: Any, method: str) -> dict[str, Any]:
+    """What defines the evaluation of a trained adapter: the common fields only (as its record says); the
+    adapter's own settings are in its folder, hashed with its weights."""
+    return {k: v for k, v in method_fields(cfg, method).items() if k not in METHOD_SETTINGS}
 
 
 def adapter_meta(folder: str | Path) -> dict[str, Any] | None:
