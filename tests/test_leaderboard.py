@@ -300,6 +300,20 @@ def test_editing_a_spec_rekeys_that_tasks_cells_and_no_others(tmp_path, monkeypa
     assert _keys(data) == base
 
 
+def test_a_baseline_applies_where_the_spec_lists_it(tmp_path, monkeypatch):
+    data = {"models": {"d": "dummy"}, "tasks": ["trec"], "methods": ["baseline:majority", "baseline:tfidf-lr"]}
+    cells, notes = plan(config_from_dict(data, "b.yaml"))
+    assert [c.method.baseline for c in cells] == ["majority", "tfidf-lr"] and not notes
+    spec = yaml.safe_load(Path(get_task("trec").source_file).read_text())
+    spec["baselines"] = {"tfidf-lr": {"C": 1.0}}
+    (tmp_path / "trec.yaml").write_text(yaml.safe_dump(spec))
+    monkeypatch.setenv(TASK_PATH_VAR, str(tmp_path))
+    cells, notes = plan(config_from_dict(data, "b.yaml"))
+    assert [c.method.baseline for c in cells] == ["tfidf-lr"]
+    [note] = notes
+    assert note.cell == "trec | baseline:majority" and "its spec lists: tfidf-lr" in note.message
+
+
 def test_old_format_records_are_reported_never_reused_and_never_crash_a_scan(tmp_path, shared_data, monkeypatch):
     out = tmp_path / "lb"
     runs = out / "runs"
@@ -499,4 +513,5 @@ def test_html_renders_in_headless_chromium_with_every_row(tmp_path, shared_data)
     table = dom[dom.index('<table id="leaderboard"'):dom.index("</table>")]
     assert table.count("<tr") == N_PRIMARY_ROWS + 1  # + the header row
     assert f'data-rows="{N_PRIMARY_ROWS}"' in table and "baseline:tfidf-lr" in table and "▼" in table
+    assert "bits per byte" in table and "BLEU" in table  # metrics named by the registry's labels
     assert dom.count('src="data:image/png;base64,') == 2
