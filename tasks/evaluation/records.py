@@ -184,13 +184,14 @@ def _slug(text: str) -> str:
 
 
 def record_name(record: RunRecord) -> str:
-    """`<task>__<method>[-<shots>shot]__<model folder>__seed<seed>__<hash>.json`; the hash covers what defines the
+    """`<task>__<method>[-<shots>shot]__<model folder>[__seed<seed>]__<hash>.json`; the hash covers what defines the
     run (not when it ran), so re-running the same setup replaces its record."""
     model_name = Path(str(record.model.get("path", "model"))).name or "model"
     method = record.method + (f"-{record.shots}shot" if record.shots is not None else "")
     key = {k: getattr(record, k) for k in ("task", "task_hash", "method", "shots", "model", "split", "n_examples",
                                            "seed", "config")}
-    parts = [record.task, method, model_name, f"seed{record.seed}", config_hash(key)[:8]]
+    seed = [] if record.seed is None else [f"seed{record.seed}"]
+    parts = [record.task, method, model_name, *seed, config_hash(key)[:8]]
     return "__".join(_slug(str(p)) for p in parts) + ".json"
 
 
