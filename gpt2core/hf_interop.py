@@ -127,6 +127,6 @@ def to_hf(config: GPT2Config, state_dict: Mapping[str, torch.Tensor]) -> Any:
     sd = {k: (v.t().contiguous() if _CONV1D.search(k) else v) for k, v in state_dict.items()}
     missing, unexpected = hf.load_state_dict(sd, strict=False)
     if unexpected or [k for k in missing if not _IGNORED.search(k) and k != "lm_head.weight"]:
-        raise ValueError(f"could not map weights onto GPT2LMHeadModel: missing {missing}, unexpected {unexpected}")
+        raise CheckpointError(f"could not map weights onto GPT2LMHeadModel: missing {missing}, unexpected {unexpected}")
     hf.tie_weights()
     return hf

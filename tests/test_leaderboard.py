@@ -435,6 +435,9 @@ def test_unknown_model_filter_too_many_shots_and_a_missing_model_folder(tmp_path
     assert main(["leaderboard", "--config", str(bad), "--out", str(tmp_path / "lb2")]) == 2
     err = capsys.readouterr().err
     assert "is not a model folder" in err and err.count("\n") == 1
+    assert main(["leaderboard", "--config", str(tmp_path / "missing.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "missing.yaml does not exist" in err and err.count("\n") == 1
 
 
 def test_methods_can_be_narrowed_to_tasks_and_picked_on_the_command_line():

@@ -136,7 +136,7 @@ def load_config(path: str | os.PathLike) -> LeaderboardConfig:
 
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"leaderboard config {p} does not exist (see {REPO_ROOT / 'configs' / 'leaderboard'})")
+        raise LeaderboardError(f"leaderboard config {p} does not exist (see {REPO_ROOT / 'configs' / 'leaderboard'})")
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:

@@ -20,6 +20,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from tasks.errors import ConfigError, DataError
+
 GenRequest = tuple[str, dict[str, Any]]
 
 
@@ -60,7 +62,7 @@ def _gen_args(kwargs: dict[str, Any]) -> tuple[list[str], int]:
     until = [until] if isinstance(until, str) else list(until)
     unknown = set(kwargs) - {"until", "max_gen_toks"}
     if unknown:
-        raise ValueError(f"generate_until: unsupported generation arguments {sorted(unknown)}")
+        raise ConfigError(f"generate_until: unsupported generation arguments {sorted(unknown)}")
     return until, int(kwargs.get("max_gen_toks", 32))
 
 
@@ -69,7 +71,7 @@ def rolling_windows(n_tokens: int, max_len: int, stride: int) -> list[tuple[int,
     once: (input_start, first_target, end) means input ids[input_start:end - 1] scores targets
     ids[first_target:end]. Inputs hold at most `max_len` tokens."""
     if not 0 < stride <= max_len:
-        raise ValueError(f"stride must be in [1, max_len={max_len}], got {stride}")
+        raise ConfigError(f"stride must be in [1, max_len={max_len}], got {stride}")
     windows = []
     first = 1
     while first <= n_tokens:
@@ -98,7 +100,7 @@ class GPT2LM(LM):
         self.tokenizer = tokenizer
         self.batch_size = int(batch_size)
         if self.batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+            raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
         self.device = torch.device(device) if device else next(model.parameters()).device
         self.max_length = int(model.config.n_positions)
         self.eot = int(model.config.eos_token_id)
@@ -129,7 +131,7 @@ class GPT2LM(LM):
         pairs = []
         for (ctx_text, cont_text), ctx, cont in zip(requests, contexts, conts):
             if not cont:
-                raise ValueError(f"loglikelihood: empty continuation {cont_text!r} for context {ctx_text[-40:]!r}")
+                raise DataError(f"loglikelihood: empty continuation {cont_text!r} for context {ctx_text[-40:]!r}")
             pairs.append((ctx or [self.eot], cont))
         return self.score_tokens(pairs)
 
@@ -138,7 +140,7 @@ class GPT2LM(LM):
         max_len = max_len or self.max_length
         stride = stride or max_len
         if max_len > self.max_length:
-            raise ValueError(f"max_len={max_len} exceeds the model's n_positions={self.max_length}")
+            raise ConfigError(f"max_len={max_len} exceeds the model's n_positions={self.max_length}")
         pairs, owner = [], []
         for i, ids in enumerate(self.encode_batch(texts)):
             ids = [self.eot] + ids
@@ -160,7 +162,7 @@ class GPT2LM(LM):
             return []
         for ctx, cont in pairs:
             if len(ctx) + len(cont) - 1 > self.max_length:
-                raise ValueError(
+                raise DataError(
                     f"a request of {len(ctx)} context + {len(cont)} continuation tokens exceeds the model's "
                     f"n_positions={self.max_length}; shorten the prompt (fewer demonstrations, a truncated input)"
                 )
@@ -233,7 +235,7 @@ class GPT2LM(LM):
         args = [_gen_args(kw) for _, kw in requests]
         for ctx, (_, max_gen) in zip(contexts, args):
             if len(ctx) + max_gen > self.max_length:
-                raise ValueError(
+                raise DataError(
                     f"a prompt of {len(ctx)} tokens + max_gen_toks={max_gen} exceeds the model's "
                     f"n_positions={self.max_length}; shorten the prompt"
                 )
@@ -338,7 +340,7 @@ class DummyLM(LM):
 
     def _check_len(self, n: int) -> None:
         if n > self.max_length:
-            raise ValueError(f"a request of {n} tokens exceeds the model's n_positions={self.max_length}")
+            raise DataError(f"a request of {n} tokens exceeds the model's n_positions={self.max_length}")
 
     def loglikelihood(self, requests: list[tuple[str, str]]) -> list[tuple[float, bool]]:
         self.calls["loglikelihood"] += 1
