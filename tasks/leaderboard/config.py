@@ -12,7 +12,7 @@ from typing import Any
 
 from gpt2core.errors import ConfigError
 from gpt2core.paths import repo_path
-from gpt2core.typed_config import from_dict
+from gpt2core.typed_config import from_dict, read_yaml
 from tasks.leaderboard.methods import METHOD_FORMS, parse_method, unknown
 from tasks.leaderboard.tasks_api import REPO_ROOT, LeaderboardError, scores_text, task_kind, valid_tasks
 
@@ -132,15 +132,13 @@ def config_from_dict(data: Any, source: str = "<dict>") -> LeaderboardConfig:
 
 
 def load_config(path: str | os.PathLike) -> LeaderboardConfig:
-    import yaml
-
     p = Path(path)
     if not p.is_file():
         raise LeaderboardError(f"leaderboard config {p} does not exist (see {REPO_ROOT / 'configs' / 'leaderboard'})")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise LeaderboardError(f"{p}: not valid YAML ({e})") from None
+        data = read_yaml(p, "leaderboard config")
+    except ConfigError as e:
+        raise LeaderboardError(str(e)) from None
     cfg = config_from_dict(data, str(p))
     cfg.name = cfg.name or p.stem
     return cfg
