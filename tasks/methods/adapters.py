@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gpt2core.errors import CheckpointError
+from gpt2core.io import atomic_write_dir
 from tasks.data.spec import TaskSpec
 from tasks.errors import MethodError
 from tasks.kinds import get_kind
@@ -126,11 +125,9 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
 
 def save_trained(model: nn.Module, out_dir: str | os.PathLike, spec: TaskSpec, method: str,
                  base_model: str | os.PathLike, tokenizer: Any) -> Path:
-    """Save what `method` trained into `out_dir` (atomically, via a sibling temporary folder)."""
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    """Save what `method` trained into `out_dir` (atomically: built beside it, then swapped into place)."""
+
+    def fill(tmp: Path) -> None:
         if method == "linear":
             from safetensors.torch import save_file
 
@@ -142,12 +139,8 @@ def save_trained(model: nn.Module, out_dir: str | os.PathLike, spec: TaskSpec, m
         meta = {"task": spec.name, "task_version": spec.version, "kind": spec.kind, "method": method,
                 "label_names": list(spec.label_names), "base_model": os.fspath(base_model)}
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+
+    return atomic_write_dir(out_dir, fill)
 
 
 def read_meta(folder: str | os.PathLike) -> dict[str, Any] | None:
