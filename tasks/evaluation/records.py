@@ -78,13 +78,14 @@ def model_config_hash(model_path: str | os.PathLike) -> str | None:
 
 
 def git_commit(repo: str | os.PathLike = REPO_ROOT) -> str | None:
-    """The checked-out commit of `repo` (with `-dirty` when tracked files changed), or None outside git."""
+    """The checked-out commit of `repo`, with `-dirty` when tracked files other than the published results
+    changed (a run writing its own records into results/ does not make the code dirty); None outside git."""
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10)
         if head.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
-                               capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!results"],
+                               cwd=repo, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return None
     return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
@@ -162,7 +163,9 @@ def new_record(spec: Any, method: str, model_path: str | os.PathLike, *, split: 
                for k in ("train_seconds", "eval_seconds") if k in fields}
     return RunRecord(
         task=spec.name, task_version=spec.version, task_hash=config_hash(spec_fields(spec)), method=method,
-        model={"path": os.fspath(model_path), "config_hash": model_hash or model_config_hash(model_path)},
+        # a model inside the repository is recorded by its repository path, so records read the same anywhere
+        model={"path": repo_relative(model_path) if os.path.exists(model_path) else os.fspath(model_path),
+               "config_hash": model_hash or model_config_hash(model_path)},
         split=split, n_examples=int(n_examples), metrics={str(k): jsonable(float(v)) for k, v in metrics.items()},
         seed=seed, config=jsonable(config or {}), git_commit=git_commit(),
         created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
