@@ -23,15 +23,18 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-# The main job: every task on the committed default backbone, ~10 min on 2 cores -> results/leaderboard_quick.*
+# Where the leaderboards write: runs/leaderboard (ignored by git) by default; `make run OUT=results` publishes.
+OUT ?= runs/leaderboard
+
+# The main job: every task on the committed default backbone -> $(OUT)/leaderboard_quick.*
 run: leaderboard
 
 leaderboard: install
-	$(VENV)/bin/gpt2suite leaderboard --config configs/leaderboard/quick.yaml
+	$(VENV)/bin/gpt2suite leaderboard --config configs/leaderboard/quick.yaml --out $(OUT)
 
-# The larger run (about 1.5 hours on 2 cores as two processes; resumable) -> results/leaderboard.*
+# The larger run (about 1.5 hours on 2 cores as two processes; resumable) -> results/leaderboard.* (published)
 leaderboard-full: install
-	scripts/leaderboard_parallel.sh configs/leaderboard/full.yaml "squad scitldr sst2" \
+	OUT=results scripts/leaderboard_parallel.sh configs/leaderboard/full.yaml "squad scitldr sst2" \
 	  "bbc-news multi30k-en-de multi30k-en-fr trec wikitext2"
 
 generate: install

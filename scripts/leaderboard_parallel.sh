@@ -10,6 +10,7 @@ cd "$(dirname "$0")/.."
 GPT2SUITE=${GPT2SUITE:-.venv/bin/gpt2suite}
 FIRST=${FIRST:-finetune:full finetune:lora}
 LOGS=${LOGS:-runs/leaderboard/logs}
+OUT=${OUT:-runs/leaderboard}  # `OUT=results` publishes (make leaderboard-full does)
 config=$1
 shift
 mkdir -p "$LOGS"
@@ -23,13 +24,13 @@ for group in "$@"; do
   for m in $FIRST; do method_args+=(--method "$m"); done
   (
     # shellcheck disable=SC2086
-    $GPT2SUITE leaderboard --config "$config" "${task_args[@]}" "${method_args[@]}"
-    $GPT2SUITE leaderboard --config "$config" "${task_args[@]}"
+    $GPT2SUITE leaderboard --config "$config" --out "$OUT" "${task_args[@]}" "${method_args[@]}"
+    $GPT2SUITE leaderboard --config "$config" --out "$OUT" "${task_args[@]}"
   ) > "$LOGS/group$i.log" 2>&1 &
   pids+=($!)
   echo "group $i ($group): pid ${pids[-1]}, log $LOGS/group$i.log"
 done
 status=0
 for pid in "${pids[@]}"; do wait "$pid" || status=1; done
-$GPT2SUITE leaderboard --config "$config" --render-only || status=1
+$GPT2SUITE leaderboard --config "$config" --out "$OUT" --render-only || status=1
 exit $status

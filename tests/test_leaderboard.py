@@ -81,7 +81,7 @@ def test_small_config_end_to_end_then_everything_is_reused(tmp_path, shared_data
     result, logs = run(out)
     assert len(first.calls) == N_CELLS and result.count("ran") == N_CELLS and not result.failed
     assert len(result.notes) == N_SKIPPED
-    assert any("baseline:copy" in n.cell and "does not apply to trec" in n.message for n in result.notes)
+    assert any("baseline:copy-source" in n.cell and "does not apply to trec" in n.message for n in result.notes)
     assert any("cannot be fine-tuned" in n.message for n in result.notes)
     for name in ("leaderboard.csv", "leaderboard.md", "leaderboard.html", "leaderboard_scores.png",
                  "leaderboard_pareto.png"):
@@ -94,7 +94,7 @@ def test_small_config_end_to_end_then_everything_is_reused(tmp_path, shared_data
     rows = read_csv(out / "leaderboard.csv")
     assert len(rows) == N_CSV_ROWS
     methods = {(r["task"], r["method"], r["shots"]) for r in rows}
-    assert ("trec", "few-shot-calibrated", "2") in methods and ("multi30k-en-de", "baseline:copy", "") in methods
+    assert ("trec", "few-shot-calibrated", "2") in methods and ("multi30k-en-de", "baseline:copy-source", "") in methods
     assert ("trec", "zero-shot", "0") in methods and ("wikitext2", "zero-shot", "0") in methods
     for r in rows:
         assert (REPO / r["record"]).exists() or Path(r["record"]).exists()
@@ -400,8 +400,9 @@ def _base(**over):
 
 @pytest.mark.parametrize("over,needle", [
     ({"tasks": ["trek"]}, "unknown task 'trek'. Did you mean 'trec'? Valid tasks: bbc-news, "),
-    ({"methods": ["few-shots:4"]}, "unknown method 'few-shots:4'. Valid methods: baseline:<tfidf-lr|majority|lead"),
-    ({"methods": ["baseline:lead3"]}, "Valid baselines: tfidf-lr, majority, lead, lead-k, copy, copy-source"),
+    ({"methods": ["few-shots:4"]}, "unknown method 'few-shots:4'. Valid methods: baseline:<tfidf-lr|majority|lead-k"),
+    ({"methods": ["baseline:lead3"]}, "Did you mean 'lead-k'? Valid baselines: tfidf-lr, majority, lead-k, copy-source"),
+    ({"methods": ["baseline:lead"]}, "unknown baseline 'lead'. Did you mean 'lead-k'?"),
     ({"methods": ["finetune:qlora"]}, "Valid fine-tuning methods: full, linear, lora, prompt, prefix"),
     ({"methods": ["few-shot:x"]}, "needs a number of shots"),
     ({"budgets": {"epoch": 1}}, "unknown key 'budgets.epoch'; did you mean 'epochs'?"),
@@ -518,3 +519,30 @@ def test_html_renders_in_headless_chromium_with_every_row(tmp_path, shared_data)
     assert f'data-rows="{N_PRIMARY_ROWS}"' in table and "baseline:tfidf-lr" in table and "▼" in table
     assert "bits per byte" in table and "BLEU" in table  # metrics named by the registry's labels
     assert dom.count('src="data:image/png;base64,') == 2
+
+
+def test_a_slice_renders_the_whole_config_and_never_shrinks_the_table(tmp_path, monkeypatch):
+    counter = Counter(monkeypatch)
+    run(tmp_path / "lb")
+    csv = next((tmp_path / "lb").glob("*.csv"))
+    before = csv.read_text().splitlines()
+    assert len(before) == N_CSV_ROWS + 1 and len(counter.calls) == N_CELLS
+    sliced, _ = run(tmp_path / "lb", only_tasks=["trec"], only_methods=["zero-shot"])
+    assert len(counter.calls) == N_CELLS  # the slice's one cell was cached: nothing new ran
+    assert len(sliced.cells) == N_CELLS and csv.read_text().splitlines() == before
+    fresh, logs = run(tmp_path / "lb2", only_tasks=["trec"], only_methods=["zero-shot"])
+    assert len(counter.calls) == N_CELLS + 1  # only the slice ran
+    assert fresh.count("missing") == N_CELLS - 1 and fresh.count("ran") == 1
+    assert any("rendering the whole config" in line for line in logs)
+
+
+def test_the_default_output_folder_is_ignored_by_git():
+    import subprocess
+
+    from tasks.evaluation.records import DEFAULT_RUNS_DIR
+    from tasks.leaderboard.run import DEFAULT_OUT
+
+    for folder in (DEFAULT_OUT, DEFAULT_RUNS_DIR):
+        probe = folder / "probe.json"
+        out = subprocess.run(["git", "check-ignore", "-q", str(probe)], cwd=REPO)
+        assert out.returncode == 0, f"{folder} is not ignored by git: ad-hoc outputs would dirty the tree"

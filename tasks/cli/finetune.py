@@ -6,7 +6,7 @@
     gpt2suite eval --task TASK --model RUN/model [--adapter DIR] [--split S] [--limit N] [--num-beams B]
     torchrun --standalone --nproc_per_node=2 -m tasks.cli.finetune finetune --task TASK --method lora ...   (DDP)
 
-Both write a run record (results/runs/*.json) and per-example predictions beside it. `--set` takes any config
+Both write a run record (runs/records/*.json by default) and per-example predictions beside it. `--set` takes any config
 key: a common one (`--set lr=3e-4`) or a setting of the run's method (`--set r=4` for LoRA).
 """
 
@@ -97,7 +97,7 @@ def add_finetune_parsers(subparsers: Any) -> None:
     ft.add_argument("--seed", type=int)
     ft.add_argument("--out", help="run folder for the trained model (default: runs/finetune/<task>/<method>-...)")
     ft.add_argument("--split", help="split to report scores on (default: the task's eval split)")
-    ft.add_argument("--runs-dir", help="where records go (default: results/runs)")
+    ft.add_argument("--runs-dir", help="where records go (default: runs/records, ignored by git)")
     ft.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config key")
     ft.add_argument("--no-progress", action="store_true", help="no progress bars")
     ft.set_defaults(func=run_finetune)
@@ -112,7 +112,7 @@ def add_finetune_parsers(subparsers: Any) -> None:
     ev.add_argument("--batch-size", type=int)
     ev.add_argument("--num-beams", type=int, help="generation tasks: beam search width (1 = greedy)")
     ev.add_argument("--max-length", type=int)
-    ev.add_argument("--runs-dir", help="where records go (default: results/runs)")
+    ev.add_argument("--runs-dir", help="where records go (default: runs/records, ignored by git)")
     ev.add_argument("--device", default="cpu")
     ev.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config key")
     ev.set_defaults(func=run_eval)

@@ -1,5 +1,5 @@
 """`gpt2suite fewshot` (zero/few-shot prompting), `gpt2suite baseline` (classic baselines) and
-`gpt2suite perplexity` (a whole-document task): each writes a run record (+ per-example rows) under results/runs.
+`gpt2suite perplexity` (a whole-document task): each writes a run record (+ per-example rows) under runs/records (ignored by git).
 
     gpt2suite fewshot --task <task> --shots 4 --model results/backbones/default --limit 200
     gpt2suite fewshot --task <classification task> --shots 4 --calibrate
@@ -105,7 +105,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokenizer", help="tokenizer folder (default: the model folder)")
     p.add_argument("--batch-size", type=int, default=8, help="rows per forward pass (scores do not depend on it)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: where the model loads)")
-    p.add_argument("--runs-dir", help="where records go (default results/runs)")
+    p.add_argument("--runs-dir", help="where records go (default runs/records, ignored by git)")
 
 
 def add_fewshot_parsers(subparsers: Any) -> None:
@@ -130,7 +130,7 @@ def add_fewshot_parsers(subparsers: Any) -> None:
     bl.add_argument("--limit", type=int, help="evaluate the first N examples only")
     bl.add_argument("--max-train", type=int, help="train on the first N train examples (tfidf-lr)")
     bl.add_argument("--seed", type=int, default=0)
-    bl.add_argument("--runs-dir", help="where records go (default results/runs)")
+    bl.add_argument("--runs-dir", help="where records go (default runs/records, ignored by git)")
     bl.set_defaults(func=cmd_baseline)
 
     pp = subparsers.add_parser("perplexity", help="perplexity and bits per byte of a whole-document task "

@@ -35,7 +35,8 @@ from gpt2core.paths import REPO_ROOT
 from tasks.data.registry import spec_fields
 from tasks.errors import RecordError
 
-DEFAULT_RUNS_DIR = REPO_ROOT / "results" / "runs"
+# Ad-hoc runs write here (ignored by git); published records live in results/runs, written only when asked for.
+DEFAULT_RUNS_DIR = REPO_ROOT / "runs" / "records"
 RECORD_FORMAT = 2  # 2: one RunRecord layout for every method, nested per-example scores
 # Keys of a model's config.json that do not change the model (library version, where it was loaded from).
 _VOLATILE_MODEL_KEYS = ("transformers_version", "_name_or_path", "architectures", "dtype", "torch_dtype")
@@ -217,7 +218,7 @@ def write_predictions(rows: Iterable[Mapping[str, Any]], path: str | os.PathLike
 def write_run(record: RunRecord, rows: Iterable[Mapping[str, Any]] | None,
               runs_dir: str | os.PathLike | None = None, name: str | None = None) -> Path:
     """The one writer: per-example rows (if any) as `<name>.predictions.jsonl`, then the record as `<name>.json`,
-    in `runs_dir` (default results/runs). Sets `record.predictions`; returns the record's path."""
+    in `runs_dir` (default runs/records). Sets `record.predictions`; returns the record's path."""
     folder = Path(runs_dir or DEFAULT_RUNS_DIR)
     stem = (name or record_name(record)).removesuffix(".json")
     if rows is not None:

@@ -12,8 +12,8 @@ adapters per task), tasks (any task spec of tasks/specs), methods, seeds and bud
     budgets: {max_eval_examples: 200, epochs: 1, threads: 1}
     task_budgets: {<QA task>: {max_eval_examples: 100}}
 
-Methods: `baseline:<name>` (tasks/methods/baselines.py; `lead` and `copy` are short for `lead-k` and
-`copy-source`), `zero-shot`, `few-shot:K`, `few-shot-calibrated:K` (tasks/methods/fewshot.py),
+Methods: `baseline:<name>` (tasks/methods/baselines.py: the names the specs and `gpt2suite baseline` use),
+`zero-shot`, `few-shot:K`, `few-shot-calibrated:K` (tasks/methods/fewshot.py),
 `finetune:<full|linear|lora|prompt|prefix>` (tasks/methods/finetune). What applies to a task is asked of its spec
 and kind: a baseline applies when the spec lists it under `baselines:`, prompting and calibration when the kind
 prompts / ranks labels, a fine-tuning method when the kind lists it; a method that does not apply (or fine-tuning

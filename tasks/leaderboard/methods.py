@@ -9,10 +9,8 @@ from dataclasses import dataclass
 from gpt2core.typed_config import unknown_name
 from tasks.leaderboard.tasks_api import BASELINES, FINETUNE_METHODS, LeaderboardError
 
-_SHORT = {"lead-k": "lead", "copy-source": "copy"}  # rows and configs may use the short names
-# Config names -> tasks/methods/baselines.py names (the registry's, and the short names).
-BASELINE_NAMES = {alias: name for name in BASELINES for alias in ((_SHORT[name], name) if name in _SHORT
-                                                                  else (name,))}
+# One name per baseline everywhere (configs, rows, the command line, the specs): the registry's.
+BASELINE_NAMES = {name: name for name in BASELINES}
 METHOD_FORMS = ("baseline:<" + "|".join(BASELINE_NAMES) + ">", "zero-shot", "few-shot:K", "few-shot-calibrated:K",
                 "finetune:<" + "|".join(FINETUNE_METHODS) + ">")
 
@@ -28,7 +26,7 @@ class MethodSpec:
 
     name: str  # as in the config: few-shot:4
     kind: str  # baseline | fewshot | finetune (the leaderboard's cell kinds, not task kinds)
-    row_method: str  # the leaderboard's method column: baseline:lead, zero-shot, few-shot, finetune:lora, ...
+    row_method: str  # the leaderboard's method column: baseline:lead-k, zero-shot, few-shot, finetune:lora, ...
     shots: int | None = None
     calibrate: bool = False
     baseline: str | None = None  # tasks/methods/baselines.py name
@@ -43,8 +41,7 @@ def parse_method(name: str, where: str = "methods") -> MethodSpec:
     if head == "baseline":
         if arg not in BASELINE_NAMES:
             raise unknown("baseline", arg, list(BASELINE_NAMES), f"{where}: {name!r}")
-        full = BASELINE_NAMES[arg]
-        return MethodSpec(name, "baseline", f"baseline:{_SHORT.get(full, full)}", baseline=full)
+        return MethodSpec(name, "baseline", f"baseline:{arg}", baseline=arg)
     if head in ("few-shot", "few-shot-calibrated"):
         if not re.fullmatch(r"\d+", arg):
             raise LeaderboardError(f"{where}: {name!r} needs a number of shots, e.g. {head}:4")

@@ -28,8 +28,10 @@ from tasks.leaderboard.runners import Context, execute_cell, preflight
 from tasks.leaderboard.store import RecordStore
 from tasks.leaderboard.tasks_api import REPO_ROOT, RunRecord, read_predictions, read_record, write_run
 
-DEFAULT_OUT = REPO_ROOT / "results"
-DEFAULT_MODELS_DIR = REPO_ROOT / "runs" / "leaderboard"
+# Ad-hoc and main-job outputs go to the ignored runs/ folder; the committed results/ is written only when asked
+# for (`--out results`), so running the README's commands never rewrites published files.
+DEFAULT_OUT = REPO_ROOT / "runs" / "leaderboard"
+DEFAULT_MODELS_DIR = REPO_ROOT / "runs" / "leaderboard" / "models"
 
 
 def commit(ctx: Context, staged: Path, key: str, cell: Cell) -> tuple[RunRecord, Path, list[dict[str, Any]] | None]:
@@ -63,28 +65,21 @@ def run_leaderboard(config: str | os.PathLike | LeaderboardConfig, out: str | os
     out = Path(out)
     runs_dir = out / "runs"
     cells, notes = plan(cfg, only_tasks, only_models, only_methods)
-    for n in notes:
-        log(f"skip  {n.cell}: {n.message}")
+    if notes:
+        pairs = "; ".join(f"{n.cell}" for n in notes[:3]) + ("; ..." if len(notes) > 3 else "")
+        log(f"skip  {len(notes)} method/task pairs that do not apply ({pairs}; the page lists why)")
     store = RecordStore(runs_dir, log)
     ctx = Context(cfg, runs_dir, Path(models_dir) if models_dir else DEFAULT_MODELS_DIR)
 
-    statuses: list[CellStatus] = []
-    for cell in cells:
-        key, _ = cell_key(cfg, cell)
-        cached, problem = store.lookup(key)
-        if cached is not None:
-            statuses.append(CellStatus(cell, key, "cached", cached.record, cached.path, cached.rows))
-            continue
-        if problem:
-            log(f"warning: the cached record of {cell.label} cannot be used: {problem}; "
-                + ("it will be re-run" if not (dry_run or render_only) else "re-run it"))
-        statuses.append(CellStatus(cell, key, "planned", message=problem))
+    statuses = _lookup(cfg, cells, store, log, warn=True, rerun=not (dry_run or render_only))
     todo = [s for s in statuses if s.status == "planned"]
     log(f"{cfg.source}: {len(cells)} cells: {len(cells) - len(todo)} cached, {len(todo)} to run, "
         f"{len(notes)} skipped")
     if dry_run:
-        for s in todo:
-            log(f"would run  {s.cell.label}")
+        for s in statuses:
+            log(f"{'cached' if s.status == 'cached' else 'would run':9}  {s.cell.label}")
+        for n in notes:
+            log(f"{'skip':9}  {n.cell}: {n.message}")
         return LeaderboardResult(cfg, statuses, notes, wall_seconds=time.perf_counter() - t_start)
     if store.dirty:
         store.save()
@@ -95,6 +90,18 @@ def run_leaderboard(config: str | os.PathLike | LeaderboardConfig, out: str | os
         for s in todo:  # bad input fails before any cell has run
             preflight(ctx, s.cell)
         _run_cells(ctx, store, todo, cfg, log)
+    if only_tasks or only_models or only_methods:
+        # A slice never replaces the whole table with its own rows: render the whole config from every cached
+        # record, the slice's included; cells that have not run yet show as missing.
+        done = {s.key: s for s in statuses}
+        cells, notes = plan(cfg)
+        statuses = [done.get(k) or st for k, st in
+                    ((st.key, st) for st in _lookup(cfg, cells, store, log, warn=False, rerun=False))]
+        for st in statuses:
+            if st.status == "planned":
+                st.status = "missing"
+        log(f"rendering the whole config: {len(statuses)} cells, {sum(st.status == 'missing' for st in statuses)} "
+            "not run yet")
     result = LeaderboardResult(cfg, statuses, notes)
     result.rows = build_rows(result)
     result.wall_seconds = time.perf_counter() - t_start
@@ -104,6 +111,23 @@ def run_leaderboard(config: str | os.PathLike | LeaderboardConfig, out: str | os
     for s in result.failed:
         log(f"FAILED {s.cell.label}: {s.message}")
     return result
+
+
+def _lookup(cfg: LeaderboardConfig, cells: list[Cell], store: RecordStore, log: Callable[[str], None], warn: bool,
+            rerun: bool) -> list[CellStatus]:
+    """Each cell's cached record, or a `planned` status (with why a cached record could not be used)."""
+    statuses: list[CellStatus] = []
+    for cell in cells:
+        key, _ = cell_key(cfg, cell)
+        cached, problem = store.lookup(key)
+        if cached is not None:
+            statuses.append(CellStatus(cell, key, "cached", cached.record, cached.path, cached.rows))
+            continue
+        if problem and warn:
+            log(f"warning: the cached record of {cell.label} cannot be used: {problem}; "
+                + ("it will be re-run" if rerun else "re-run it"))
+        statuses.append(CellStatus(cell, key, "planned", message=problem))
+    return statuses
 
 
 def _run_cells(ctx: Context, store: RecordStore, todo: list[CellStatus], cfg: LeaderboardConfig,

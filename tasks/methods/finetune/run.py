@@ -59,7 +59,7 @@ def finetune(
     rows: dict[str, Any] | None = None,
 ) -> RunRecord | None:
     """Train, save (into `out_dir`/model), evaluate on `split` (default: the task's eval split) and write a run
-    record (into `runs_dir`, default results/runs). Returns the record (None on non-main DDP processes).
+    record (into `runs_dir`, default runs/records). Returns the record (None on non-main DDP processes).
 
     `rows` maps split names to already loaded rows (tests, notebooks) used instead of `load_split`; the
     budgets (max_train_examples, val_examples, max_eval_examples) still apply to them."""
