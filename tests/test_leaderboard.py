@@ -546,3 +546,16 @@ def test_the_default_output_folder_is_ignored_by_git():
         probe = folder / "probe.json"
         out = subprocess.run(["git", "check-ignore", "-q", str(probe)], cwd=REPO)
         assert out.returncode == 0, f"{folder} is not ignored by git: ad-hoc outputs would dirty the tree"
+
+
+def test_peak_memory_is_the_cells_own(tmp_path, monkeypatch):
+    from tasks.evaluation.records import peak_memory_mb
+
+    Counter(monkeypatch)
+    result, _ = run(tmp_path / "lb")
+    ran = [s.record for s in result.cells if s.status == "ran"]
+    assert len(ran) == N_CELLS
+    for record in ran:
+        assert record.details["memory"]["peak_memory_mb"] == record.peak_memory_mb
+        # a dummy-model cell adds little; the process' own high-water mark holds the test session's models
+        assert 0 <= record.peak_memory_mb < peak_memory_mb()

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tasks.evaluation.memory import RULE as MEMORY_RULE
+from tasks.evaluation.memory import CellMemory
 from tasks.leaderboard.config import LeaderboardConfig, load_config
 from tasks.leaderboard.keys import EVAL_SUBSET, cell_key
 from tasks.leaderboard.planning import Cell, plan
@@ -34,13 +36,17 @@ DEFAULT_OUT = REPO_ROOT / "runs" / "leaderboard"
 DEFAULT_MODELS_DIR = REPO_ROOT / "runs" / "leaderboard" / "models"
 
 
-def commit(ctx: Context, staged: Path, key: str, cell: Cell) -> tuple[RunRecord, Path, list[dict[str, Any]] | None]:
+def commit(ctx: Context, staged: Path, key: str, cell: Cell,
+           peak_mb: float | None = None) -> tuple[RunRecord, Path, list[dict[str, Any]] | None]:
     """Write a runner's record + predictions from the cell's staging folder into the run folder with the one
     writer, as `<records.record_name minus .json>__lb<key>` (two cells never share a file, and records written by
     the other commands are never replaced), the record stamped with the cell key under `leaderboard`. The record
     is written last, atomically, so a record always has its predictions. Returns (record, its path, its rows)."""
     record = read_record(staged)
     rows = read_predictions(record.predictions) if record.predictions else None
+    if peak_mb is not None:  # the cell's own peak, not the whole process' (which holds earlier cells' too)
+        record.peak_memory_mb = peak_mb
+        record.details["memory"] = {"peak_memory_mb": peak_mb, "rule": MEMORY_RULE}
     record.leaderboard = {"cell_key": key, "cell": cell.describe(), "config": ctx.cfg.source,
                           "eval_subset": EVAL_SUBSET if cell.kind != "perplexity" else None,
                           "budgets": dataclasses.asdict(cell.budgets)}
@@ -137,7 +143,9 @@ def _run_cells(ctx: Context, store: RecordStore, todo: list[CellStatus], cfg: Le
         t0 = time.perf_counter()
         try:
             shutil.rmtree(ctx.staging(s.key), ignore_errors=True)  # what an interrupted try of this cell left
-            record, path, rows = commit(ctx, execute_cell(ctx, s.cell, s.key), s.key, s.cell)
+            with CellMemory() as memory:
+                staged = execute_cell(ctx, s.cell, s.key)
+            record, path, rows = commit(ctx, staged, s.key, s.cell, memory.peak_mb)
         except (KeyboardInterrupt, SystemExit):
             log(f"interrupted in {s.cell.label}: the records written so far are kept; run again to do the rest")
             raise
