@@ -5,7 +5,7 @@
     gpt2suite fewshot --task <classification task> --shots 4 --calibrate
     gpt2suite fewshot --task <task> --shots 1 --model dummy         # the DummyLM: a pipeline check, no model
     gpt2suite baseline --task <task> --method tfidf-lr
-    gpt2suite perplexity --model results/backbones/default --stride 256
+    gpt2suite perplexity --model results/backbones/default            # 512-token windows, stride 256
 
 Task names are the spec files of tasks/specs (and of $GPT2SUITE_TASK_PATH).
 """
@@ -138,7 +138,7 @@ def add_fewshot_parsers(subparsers: Any) -> None:
     pp.add_argument("--task", help="a task scored as whole documents (default: the first such spec)")
     pp.add_argument("--split", help="scored split (default: the task's eval split)")
     pp.add_argument("--max-len", type=int, help="window length in tokens (default: the model's n_positions)")
-    pp.add_argument("--stride", type=int, help="tokens a window advances (default: max-len, disjoint windows)")
+    pp.add_argument("--stride", type=int, help="tokens a window advances (default: max-len // 2)")
     pp.add_argument("--max-chars", type=int, help="score only the first N characters (quick checks)")
     _model_args(pp)
     pp.set_defaults(func=cmd_perplexity)

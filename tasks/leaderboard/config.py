@@ -36,7 +36,7 @@ class Budgets:
     threads: int | None = None  # torch CPU threads (does not change results)
     lm_batch_size: int | None = None  # zero/few-shot and perplexity: rows per forward pass (does not change results)
     ppl_max_len: int | None = None  # text-scoring (perplexity) row: window length (default: the model's n_positions)
-    ppl_stride: int | None = None  # text-scoring row: tokens a window advances (default: ppl_max_len)
+    ppl_stride: int | None = None  # text-scoring row: tokens a window advances (default: ppl_max_len // 2)
     ppl_max_chars: int | None = None  # text-scoring row: score the first N characters only
     # Any other fine-tuning config key: a common one (lr, warmup, ...) or a method's setting (r, targets,
     # num_virtual_tokens, ...), which applies to that method's cells only.

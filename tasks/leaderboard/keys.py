@@ -24,6 +24,7 @@ from tasks.leaderboard.config import BASELINE_MODEL, DUMMY_MODEL, LeaderboardCon
 from tasks.leaderboard.planning import Cell
 from tasks.leaderboard.tasks_api import (adapter_eval_fields, config_hash, finetune_config, finetune_fields, get_task,
                                          model_config_hash, repo_relative, spec_fields)
+from tasks.methods.perplexity import STRIDE_RULE
 
 # Bump when a runner's behaviour changes in a way that changes results: every cell re-runs.
 # 2: the whole task spec and only the cell's fine-tuning method's fields are hashed; RunRecord format 2.
@@ -106,7 +107,8 @@ def cell_key(cfg: LeaderboardConfig, cell: Cell) -> tuple[str, dict[str, Any]]:
                             "split": spec.eval_split, "method": cell.method.name, "shots": cell.method.shots,
                             "seed": cell.seed, "model": model_identity(cfg, cell.model)}
     if cell.kind == "perplexity":
-        what.update(max_len=b.ppl_max_len, stride=b.ppl_stride, max_chars=b.ppl_max_chars)
+        what.update(max_len=b.ppl_max_len, stride=b.ppl_stride, max_chars=b.ppl_max_chars,
+                    stride_default=STRIDE_RULE)  # a changed default changes the key
         return config_hash(what), what
     what.update(eval_limit=b.eval_limit, eval_subset=EVAL_SUBSET)
     if cell.kind == "baseline":

@@ -17,7 +17,7 @@ from tasks.leaderboard.config import BASELINE_MODEL, DUMMY_MODEL, Budgets, Leade
 from tasks.leaderboard.methods import MethodSpec, parse_method, unknown
 from tasks.leaderboard.tasks_api import LeaderboardError, TaskSpec, adapter_meta, get_task, task_kind
 
-PERPLEXITY = MethodSpec("perplexity", "perplexity", "zero-shot", shots=0)  # the row of a text-scoring task
+PERPLEXITY = MethodSpec("perplexity", "perplexity", "language-modelling", shots=0)  # the row of a text-scoring task
 
 
 @dataclass

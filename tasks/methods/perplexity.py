@@ -55,16 +55,23 @@ class PerplexityResult:
         return {m: self.scores[m] for m in self.task.metrics}
 
 
+STRIDE_RULE = "max_len // 2"  # the one default, for the command line and the leaderboard (part of cache keys)
+
+
+def default_stride(max_len: int) -> int:
+    return max(1, max_len // 2)
+
+
 def evaluate_perplexity(lm: LM, task: str | TaskSpec | None = None, *, max_len: int | None = None,
                         stride: int | None = None, split: str | None = None, max_chars: int | None = None,
                         data_dir: str | os.PathLike | None = None) -> PerplexityResult:
     """Perplexities and bits per byte of `task`'s `split` (default: its eval split; the first `max_chars`
     characters if given). `task` defaults to `default_text_task()`; `max_len` to the LM's window, `stride` to
-    `max_len` (disjoint windows)."""
+    `default_stride(max_len)` (half a window: every token after the first window has >= max_len/2 of context)."""
     spec = get_task(task) if task is not None else default_text_task()
     kind = text_kind(spec)
     max_len = max_len or lm.max_length
-    stride = stride or max_len
+    stride = stride or default_stride(max_len)
     if not 0 < max_len <= lm.max_length:
         raise MethodError(f"max_len must be in [1, {lm.max_length}] (the model's n_positions), got {max_len}")
     if not 0 < stride <= max_len:
