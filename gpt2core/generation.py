@@ -10,6 +10,8 @@ and reads it only through its attributes, so it does not import it.
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Any
 
 import torch
@@ -112,14 +114,20 @@ def sample_next(
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
-def _check_arguments(max_new_tokens: int, temperature: float, top_k: int, top_p: float) -> None:
-    if max_new_tokens < 0:
-        raise ModelInputError(f"max_new_tokens must be 0 or more, got {max_new_tokens}")
-    if temperature < 0:
-        raise ModelInputError(f"temperature must be 0 (greedy) or more, got {temperature}")
-    if top_k < 0:
-        raise ModelInputError(f"top_k must be 0 (no top-k cut) or more, got {top_k}")
-    if not 0.0 < top_p <= 1.0:
+def _whole(x: Any) -> bool:
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
+def check_arguments(max_new_tokens: int | None = None, temperature: float | None = None, top_k: int | None = None,
+                    top_p: float | None = None) -> None:
+    """Refuse generation arguments that make no sense (None: not given). `not x >= 0` also catches NaN."""
+    if max_new_tokens is not None and not (_whole(max_new_tokens) and max_new_tokens >= 0):
+        raise ModelInputError(f"max_new_tokens must be a whole number, 0 or more, got {max_new_tokens!r}")
+    if temperature is not None and not (temperature >= 0 and math.isfinite(temperature)):
+        raise ModelInputError(f"temperature must be 0 (greedy) or a finite positive number, got {temperature}")
+    if top_k is not None and not (_whole(top_k) and top_k >= 0):
+        raise ModelInputError(f"top_k must be 0 (no top-k cut) or more, got {top_k!r}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
         raise ModelInputError(f"top_p must lie in (0, 1] (1: no nucleus cut), got {top_p}")
 
 
@@ -154,10 +162,18 @@ def generate(
     config = model.config
     if input_ids.dim() == 1:
         input_ids = input_ids[None]
+    if input_ids.dim() != 2 or input_ids.is_floating_point():
+        raise ModelInputError(f"input_ids must be integer token ids shaped (batch, tokens), got {input_ids.dtype} of "
+                              f"shape {list(input_ids.shape)}")
     B, T = input_ids.shape
     if T == 0:
         raise ModelInputError("generate needs a prompt of at least one token (an empty prompt: pass the EOS id)")
-    _check_arguments(max_new_tokens, temperature, top_k, top_p)
+    check_arguments(max_new_tokens, temperature, top_k, top_p)
+    if attention_mask is not None and attention_mask.dim() == 1:
+        attention_mask = attention_mask[None]
+    if attention_mask is not None and tuple(attention_mask.shape) != (B, T):
+        raise ModelInputError(f"attention_mask must have the shape of input_ids, {[B, T]}, got "
+                              f"{list(attention_mask.shape)}")
     if T + max_new_tokens > config.n_positions:
         raise ModelInputError(
             f"prompt ({T} tokens) + max_new_tokens ({max_new_tokens}) exceeds n_positions={config.n_positions}; "

@@ -22,6 +22,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from gpt2core.config import GPT2Config
 from gpt2core.errors import CheckpointError, ModelInputError
 from gpt2core.generation import FAST_GENERATE_ARGS
+from gpt2core.generation import check_arguments as check_generation_arguments
 from gpt2core.generation import generate as fast_generate
 from gpt2core.hf_interop import hf_weights, to_hf
 from gpt2core.kv_cache import KVCache
@@ -164,7 +165,39 @@ class GPT2LMModel(PreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, value: nn.Linear) -> None:
         self.lm_head = value
 
-    def _check_inputs(self, input_ids: torch.Tensor | None, past_len: int, q_len: int) -> None:
+    def _check_shapes(self, input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor | None,
+                      attention_mask: torch.Tensor | None, position_ids: torch.Tensor | None,
+                      labels: torch.Tensor | None, past_len: int) -> None:
+        """Shapes the model cannot take fail here, named, rather than as a broadcasting error deep inside."""
+        if input_ids is not None:
+            if input_ids.dim() != 2:
+                fix = "; add a batch dimension: input_ids[None]" if input_ids.dim() == 1 else ""
+                raise ModelInputError(f"input_ids must be 2-D (batch, tokens), got shape {list(input_ids.shape)}{fix}")
+            if input_ids.is_floating_point() or input_ids.is_complex():
+                raise ModelInputError(f"input_ids must be integer token ids, got {input_ids.dtype}")
+            shape = tuple(input_ids.shape)
+        else:
+            if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != self.config.n_embd:
+                raise ModelInputError(f"inputs_embeds must be (batch, tokens, n_embd={self.config.n_embd}), got shape "
+                                      f"{list(inputs_embeds.shape)}")
+            shape = tuple(inputs_embeds.shape[:2])
+        B, T = shape
+        if attention_mask is not None and attention_mask.dim() != 4:
+            if attention_mask.dim() != 2 or attention_mask.shape[0] not in (1, B) \
+                    or attention_mask.shape[1] != past_len + T:
+                raise ModelInputError(
+                    f"attention_mask must be (batch={B}, past + tokens={past_len + T}) with 1 for real tokens and 0 "
+                    f"for padding, got shape {list(attention_mask.shape)}; make it with the tokenizer, beside input_ids"
+                )
+        if position_ids is not None and (position_ids.dim() not in (1, 2) or position_ids.shape[-1] != T
+                                         or (position_ids.dim() == 2 and position_ids.shape[0] not in (1, B))):
+            raise ModelInputError(f"position_ids must be (batch={B}, tokens={T}) or (tokens={T},), got shape "
+                                  f"{list(position_ids.shape)}")
+        if labels is not None and tuple(labels.shape) != shape:
+            raise ModelInputError(f"labels must have the shape of the input, {list(shape)}, got {list(labels.shape)}")
+
+    def _check_inputs(self, input_ids: torch.Tensor | None, past_len: int, q_len: int,
+                      position_ids: torch.Tensor | None = None) -> None:
         n_pos = self.config.n_positions
         if past_len + q_len > n_pos:
             raise ModelInputError(
@@ -181,6 +214,12 @@ class GPT2LMModel(PreTrainedModel, GenerationMixin):
                         f"token ids must lie in [0, {self.config.vocab_size}) for this model; got min {lo}, "
                         f"max {hi} (was the input tokenized with another tokenizer?)"
                     )
+        if position_ids is not None and (position_ids.device.type == "cpu" or not self.training):
+            if not torch.compiler.is_compiling() and position_ids.numel():
+                lo, hi = int(position_ids.min()), int(position_ids.max())
+                if lo < 0 or hi >= n_pos:
+                    raise ModelInputError(f"position_ids must lie in [0, {n_pos}) (the model's n_positions); got "
+                                          f"min {lo}, max {hi}")
 
     def forward(
         self,
@@ -202,9 +241,10 @@ class GPT2LMModel(PreTrainedModel, GenerationMixin):
             raise ModelInputError("pass exactly one of input_ids or inputs_embeds")
         if use_cache and cache is None:
             cache = DynamicCache()
-        T = (input_ids if inputs_embeds is None else inputs_embeds).shape[1]
         past_len = cache.get_seq_length() if cache is not None else 0
-        self._check_inputs(input_ids, past_len, T)
+        self._check_shapes(input_ids, inputs_embeds, attention_mask, position_ids, labels, past_len)
+        T = (input_ids if inputs_embeds is None else inputs_embeds).shape[1]
+        self._check_inputs(input_ids, past_len, T, position_ids)
         x = self.transformer.wte(input_ids) if inputs_embeds is None else inputs_embeds
 
         if position_ids is None:
@@ -254,6 +294,9 @@ class GPT2LMModel(PreTrainedModel, GenerationMixin):
         `GenerationMixin.generate`, which honours them. `fast=False` forces that path.
         """
         fast = kwargs.pop("fast", True)
+        # Checked for both paths: transformers' own checks raise plain ValueErrors (or none, for a NaN temperature).
+        check_generation_arguments(**{k: kwargs[k] for k in ("max_new_tokens", "temperature", "top_k", "top_p")
+                                      if kwargs.get(k) is not None})
         hooked = "prepare_inputs_for_generation" in self.__dict__
         if fast and not hooked and set(kwargs) <= FAST_GENERATE_ARGS and len(args) <= 1:
             return fast_generate(self, *args, **kwargs)
