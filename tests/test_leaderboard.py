@@ -4,7 +4,9 @@ fields), bootstrap intervals and paired tests, clear errors, and the HTML page i
 
 import csv
 import json
+import os
 import random
+import re
 import shutil
 import subprocess
 import tempfile
@@ -24,7 +26,7 @@ from tasks.leaderboard import run as lb_run
 from tasks.leaderboard import runners
 from tasks.leaderboard.keys import CELL_FORMAT, cell_key
 from tasks.leaderboard.methods import parse_method
-from tasks.leaderboard.render.plots import pareto_front
+from tasks.leaderboard.render.plots import method_colour, pareto_front
 from tasks.leaderboard.render.rows import COLUMNS
 from tasks.leaderboard.store import RecordStore
 
@@ -391,6 +393,18 @@ def test_pareto_front():
     assert pareto_front([(1, 50), (1, 60), (10, 55), (100, 70), (1000, 65)]) == [(1, 60), (100, 70)]
 
 
+def test_a_method_has_one_colour_and_its_family_a_hue():
+    from matplotlib.colors import to_rgb
+
+    greys = [to_rgb(method_colour(f"baseline:{b}")) for b in ("tfidf-lr", "majority")]
+    assert all(r == g == b for r, g, b in greys) and greys[0] != greys[1]
+    blues = [to_rgb(method_colour(m, k)) for m, k in (("zero-shot", 0), ("few-shot", 1), ("few-shot", 4),
+                                                      ("few-shot-calibrated", 4))]
+    assert all(b > r and b > g for r, g, b in blues) and len(set(blues)) == 4
+    tuned = {method_colour(f"finetune:{m}") for m in ("full", "linear", "lora", "prompt", "prefix")}
+    assert len(tuned) == 5 and method_colour("finetune:lora") == method_colour("finetune:lora")
+
+
 # ---- bad input ---------------------------------------------------------------------------------------------
 
 
@@ -514,10 +528,23 @@ def test_html_renders_in_headless_chromium_with_every_row(tmp_path, shared_data)
     finally:
         shutil.rmtree(profile, ignore_errors=True)
     # The table is built by the page's script from the embedded data: rows exist only if the JS ran.
-    table = dom[dom.index('<table id="leaderboard"'):dom.index("</table>")]
+    start = dom.index('<table id="leaderboard"')
+    table = dom[start:dom.index("</table>", start)]
     assert table.count("<tr") == N_PRIMARY_ROWS + 1  # + the header row
     assert f'data-rows="{N_PRIMARY_ROWS}"' in table and "baseline:tfidf-lr" in table and "▼" in table
     assert "bits per byte" in table and "BLEU" in table  # metrics named by the registry's labels
+    heads = re.findall(r"<th[^>]*>(.*?)</th>", table)  # human headers, the test by the value, the record last
+    assert heads[5:8] == ["value", "95% CI", "vs best"] and heads[-1] == "record" and "ci_low" not in heads
+    assert table.count(">json</a>") == N_PRIMARY_ROWS
+    assert all(len(lo.split(".")[1]) == len(hi.split(".")[1]) == 2
+               for lo, hi in re.findall(r"\[(-?[\d.]+), (-?[\d.]+)\]", table))
+    # The "Best per task" summary, cell for cell the Markdown's.
+    summary = dom[dom.index('<table id="summary"'):start]
+    cells = [re.sub(r"<[^>]+>", "", c.replace("<br>", ": ")) for c in re.findall(r"<td>(.*?)</td>", summary)]
+    md = (out / "leaderboard.md").read_text().split("## Every row")[0]
+    md_cells = [c.strip() for line in md.splitlines() if line.startswith("| ") and not line.startswith("| task")
+                for c in line.strip("|").split(" | ")]
+    assert cells == md_cells and len(cells) == 6 * 3
     assert dom.count('src="data:image/png;base64,') == 2
 
 
@@ -559,3 +586,18 @@ def test_peak_memory_is_the_cells_own(tmp_path, monkeypatch):
         assert record.details["memory"]["peak_memory_mb"] == record.peak_memory_mb
         # a dummy-model cell adds little; the process' own high-water mark holds the test session's models
         assert 0 <= record.peak_memory_mb < peak_memory_mb()
+
+
+def test_a_run_prints_one_line_per_cell_and_no_library_noise(tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "tasks.cli.main", "leaderboard", "--config", str(TEST_CONFIG),
+                          "--out", str(tmp_path / "lb")], cwd=REPO, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = (out.stdout + out.stderr).splitlines()
+    assert sum(" done " in line for line in lines) == N_CELLS
+    noise = [line for line in lines if any(w in line for w in ("Warning", "Generating", "examples/s", "it/s]"))]
+    assert not noise, noise[:5]
+    assert sum(line.startswith("skip") for line in lines) == 1

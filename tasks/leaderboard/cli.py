@@ -21,8 +21,10 @@ from typing import Any
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from tasks.cli.quiet import silence_libraries
     from tasks.leaderboard.run import run_leaderboard
 
+    silence_libraries()  # one line per cell is the progress; library bars and warnings are noise here
     parts = ["gpt2suite", "leaderboard", "--config", args.config, "--out", args.out]
     parts += [x for t in args.task or [] for x in ("--task", t)] + [x for m in args.model or [] for x in ("--model", m)]
     parts += [x for m in args.method or [] for x in ("--method", m)]

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
+from transformers import EarlyStoppingCallback, PrinterCallback, Trainer, TrainingArguments
 
 from tasks.data.spec import TaskSpec
 from tasks.kinds import get_kind
@@ -91,8 +91,10 @@ def training_arguments(spec: TaskSpec, cfg: FinetuneConfig, checkpoints: Path) -
 
 def build_trainer(spec: TaskSpec, model: Any, tokenizer: Any, cfg: FinetuneConfig, checkpoints: Path,
                   train_ds: Any, val_ds: Any, scorer: Callable[[Any], dict[str, float]]) -> TaskTrainer:
-    """A TaskTrainer for `model` on the task's training features, evaluated by `scorer` on the validation rows."""
-    return TaskTrainer(
+    """A TaskTrainer for `model` on the task's training features, evaluated by `scorer` on the validation rows.
+    Without progress output (`progress: false`, as the leaderboard runs it) the Trainer prints nothing: its
+    PrinterCallback would print every log dict."""
+    trainer = TaskTrainer(
         model=model,
         args=training_arguments(spec, cfg, checkpoints),
         train_dataset=train_ds,
@@ -101,6 +103,9 @@ def build_trainer(spec: TaskSpec, model: Any, tokenizer: Any, cfg: FinetuneConfi
         callbacks=[EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience)],
         scorer=scorer,
     )
+    if not cfg.progress:
+        trainer.remove_callback(PrinterCallback)
+    return trainer
 
 
 def training_log(trainer: TaskTrainer, n_features: int) -> dict[str, Any]:
