@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import types
 import typing
@@ -62,10 +63,16 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
             # YAML reads 6e-4 (no dot) as a string; accept numeric strings.
             if isinstance(value, str):
                 try:
-                    return float(value)
+                    number = float(value)
                 except ValueError:
                     pass
+                else:
+                    if not math.isfinite(number):
+                        raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+                    return number
             raise ConfigError(f"{where}: expected a number, got {type(value).__name__} {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):

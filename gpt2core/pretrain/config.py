@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
+import math
 import os
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -203,8 +204,15 @@ def validate(cfg: PretrainConfig) -> None:
                  "checkpoint_interval", "keep_last_k"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"{name}: must be at least 1, got {getattr(cfg, name)}")
-    if cfg.max_steps < 0 or cfg.warmup_steps < 0:
-        raise ConfigError("max_steps and warmup_steps must not be negative")
+    if cfg.max_steps < 1:
+        raise ConfigError(f"max_steps: must be at least 1 (a run of no steps would save an untrained model), got "
+                          f"{cfg.max_steps}")
+    if cfg.warmup_steps < 0:
+        raise ConfigError(f"warmup_steps: must not be negative, got {cfg.warmup_steps}")
+    for name in ("max_tokens", "lr_decay_steps", "eval_batch_size", "threads", "ppl_eval_stride", "ppl_eval_max_chars"):
+        if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
+            raise ConfigError(f"{name}: must be at least 1 (or left out), got {getattr(cfg, name)}")
+    _check_numbers(cfg)
     n_positions = cfg.model.get("n_positions", PRESETS[cfg.preset]["n_positions"])
     if cfg.seq_len > n_positions:
         raise ConfigError(
@@ -220,6 +228,29 @@ def validate(cfg: PretrainConfig) -> None:
             raise ConfigError(f"corpus.sources[{i}]: give exactly one of 'path' or 'dataset'")
         if s.keep is not None:
             _check_keep(s.keep, f"corpus.sources[{i}].keep")
+
+
+def _check_numbers(cfg: PretrainConfig) -> None:
+    """Ranges of the float settings (the typed reader already refuses NaN and inf where the type says float)."""
+    if not cfg.lr > 0:
+        raise ConfigError(f"lr: must be above 0, got {cfg.lr}")
+    if not 0 <= cfg.min_lr <= cfg.lr:
+        raise ConfigError(f"min_lr: must lie in [0, lr={cfg.lr}] (the cosine decays from lr to min_lr), got {cfg.min_lr}")
+    if not 0 <= cfg.weight_decay:
+        raise ConfigError(f"weight_decay: must not be negative, got {cfg.weight_decay}")
+    if not all(0 <= b < 1 for b in cfg.betas):
+        raise ConfigError(f"betas: each must lie in [0, 1), got {list(cfg.betas)}")
+    if not cfg.eps > 0:
+        raise ConfigError(f"eps: must be above 0, got {cfg.eps}")
+    if not cfg.grad_clip >= 0:
+        raise ConfigError(f"grad_clip: must be 0 (off) or more, got {cfg.grad_clip}")
+    if cfg.max_time_minutes is not None and not cfg.max_time_minutes > 0:
+        raise ConfigError(f"max_time_minutes: must be above 0 (or left out), got {cfg.max_time_minutes}")
+    for key, value in cfg.model.items():  # GPT2Config overrides are untyped here: NaN would pass as a float
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"model.{key}: expected a finite number, got {value}")
+        if key.endswith("_pdrop") and not (isinstance(value, (int, float)) and 0 <= value < 1):
+            raise ConfigError(f"model.{key}: a dropout probability must lie in [0, 1), got {value!r}")
 
 
 def _check_keep(rule: KeepRule, where: str) -> None:
