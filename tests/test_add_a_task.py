@@ -59,7 +59,7 @@ def test_prompting_baseline_and_lora_end_to_end(ag_news, tiny_backbone, tmp_path
     lm = GPT2LM.from_path(tiny_backbone, batch_size=8)
     for shots in (0, 4):
         result = run_fewshot(lm, ag_news, shots, seed=0, limit=12)
-        assert len(result.rows) == 12 and set(result.metrics) == {"accuracy", "macro_f1"}
+        assert len(result.rows) == 12 and set(result.metrics) == {"accuracy", "macro_f1", "accuracy_norm"}
         if shots:
             assert all(r["details"]["demos_used"] + r["details"]["demos_dropped"] == 4 for r in result.rows)
         record = read_record(write_run(result, str(tiny_backbone), 12, runs_dir=runs))

@@ -189,8 +189,8 @@ def test_scores_and_predictions_do_not_depend_on_batch_size(tiny_lm):
     assert [r["prediction"] for r in a] == [r["prediction"] for r in b]
     for ra, rb in zip(a, b):
         for label in task.label_names:
-            assert ra["details"]["label_scores"][label] == pytest.approx(rb["details"]["label_scores"][label],
-                                                                         abs=1e-4)
+            assert ra["details"]["label_loglikelihoods"][label] == pytest.approx(
+                rb["details"]["label_loglikelihoods"][label], abs=1e-4)
 
 
 def test_generate_until_matches_gpt2core_greedy_and_batch_size(tiny_lm):
@@ -221,11 +221,14 @@ def test_contextual_calibration_removes_a_label_bias(tmp_path):
     calibrated = run_fewshot(biased, task, 2, calibrate=True, train_rows=train, eval_rows=evals)
     assert {r["prediction"] for r in plain.rows} == {"positive"}
     assert Counter(r["prediction"] for r in calibrated.rows)["negative"] > 5
-    probs = calibrated.info["content_free_label_probs"]
-    assert probs["positive"] > 0.6 and sum(probs.values()) == pytest.approx(1.0)
+    probs = calibrated.info["content_free_label_probs"]  # per rule
+    assert set(probs) == {"accuracy", "accuracy_norm"}
+    assert all(p["positive"] > 0.55 and sum(p.values()) == pytest.approx(1.0) for p in probs.values())
+    assert probs["accuracy"]["positive"] > 0.9  # the bias is 3 nats on the sum, 3/9 per byte of " positive"
     rec = read_record(write_run(calibrated, "dummy", None, runs_dir=tmp_path))
     assert rec.method == "few-shot-calibrated" and rec.config["content_free_inputs"] == ["N/A", "", "[MASK]"]
-    assert rec.details["fewshot"]["content_free_label_probs"] == pytest.approx(probs)
+    for rule, p in probs.items():
+        assert rec.details["fewshot"]["content_free_label_probs"][rule] == pytest.approx(p)
     squad_row = {"id": "1", "question": "q", "context": "c", "answers": {"text": ["c"], "answer_start": [0]}}
     with pytest.raises(MethodError, match="classification tasks only"):
         run_fewshot(biased, get_task("squad"), 0, calibrate=True, eval_rows=[squad_row])
@@ -248,7 +251,8 @@ def test_fewshot_run_of_every_task_writes_a_valid_record(name, tmp_path, shared_
         rec = read_record(path)
         assert rec.method == ("zero-shot" if shots == 0 else "few-shot") and rec.shots == shots
         assert rec.task == name and rec.n_examples == 3 and rec.seed == 0 and rec.trainable_params == 0
-        assert set(rec.metrics) == set(task.metrics)
+        # ranked labels: both rules' accuracies (sum = lm-eval acc, per byte = acc_norm) beside the spec's metrics
+        assert set(rec.metrics) == set(task.metrics) | ({"accuracy", "accuracy_norm"} if task.labels else set())
         assert rec.config["task_config_hash"] == rec.task_hash == config_hash(spec_fields(task))
         assert len(rec.config["demo_ids"]) == shots
         assert rec.config["scoring"] == get_kind(task.kind).prompt_scoring(task)
@@ -256,7 +260,12 @@ def test_fewshot_run_of_every_task_writes_a_valid_record(name, tmp_path, shared_
         assert [p["id"] for p in preds] == [r["id"] for r in evals]
         assert all(task.primary_metric in p["scores"] for p in preds)
         assert all(p["details"]["demos_used"] + p["details"]["demos_dropped"] == shots for p in preds)
-        assert all(("label_scores" in p["details"]) == bool(task.labels) for p in preds)
+        assert all(("label_loglikelihoods" in p["details"]) == bool(task.labels) for p in preds)
+        assert all({"accuracy", "accuracy_norm"} <= set(p["scores"]) for p in preds if task.labels)
+        used = Counter(p["details"]["demos_used"] for p in preds)
+        fs = rec.details["fewshot"]
+        assert (fs["demos_used_min"], fs["demos_used_max"]) == (min(used), max(used))
+        assert used[fs["shots_used"]] == max(used.values())  # the most common count; `shots` stays the k asked
 
 
 def test_the_spec_hash_changes_the_record_name(tmp_path):

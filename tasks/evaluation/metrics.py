@@ -9,6 +9,10 @@ libraries, grouped so that one library call serves the metrics that share it:
 - `sacrebleu`: corpus BLEU and chrF with default settings (per example: sentence BLEU / chrF).
 - `rouge`: rouge_score's ROUGE-1/2/L F-measure with the Porter stemmer, max over an example's references.
 - `perplexity`: computed by the language-modelling kind from log-likelihoods, not from predictions.
+- `ranked_answers`: `accuracy_norm`, the accuracy of prompted classification when labels are ranked by
+  log-likelihood per answer byte (lm-eval's `acc_norm`; `accuracy` is the summed log-likelihood's, lm-eval's
+  `acc`). The classification kind computes it when it prompts: a row's `prediction` is the sum rule's, so it is
+  not computable from predictions; its per-example scores are in the rows, and the bootstrap averages them.
 
 `predictions` are strings (label names for classification); `references[i]` lists example i's gold strings.
 """
@@ -47,6 +51,7 @@ class Metric:
 
 METRICS: dict[str, Metric] = {m.name: m for m in [
     Metric("accuracy", "classification", (CLASSIFICATION,), True, label="accuracy"),
+    Metric("accuracy_norm", "ranked_answers", (CLASSIFICATION,), True, label="accuracy (byte-normalized)"),
     Metric("binary_f1", "classification", (CLASSIFICATION,), False, label="F1 (positive class)"),
     Metric("macro_f1", "classification", (CLASSIFICATION,), False, label="macro-F1"),
     Metric("exact_match", "answer_overlap", (QA,), True, label="exact match"),

@@ -12,14 +12,21 @@ not, demos are dropped from the end (the remaining ones stay a shared prefix) an
 recorded; if the evaluated input alone is still too long, its document (`kind.document_field`) is cut to the
 longest prefix of whole words that fits and the number of words cut is recorded. Nothing is silently truncated.
 
-Contextual calibration (Zhao et al. 2021), for kinds that rank labels: the kind divides out the label bias it
-measures on the content-free inputs "N/A", "" and "[MASK]" under the same demos.
+Kinds that rank labels (classification) rank them by every rule they have (the summed log-likelihood, lm-eval's
+`acc`, which gives `prediction` and the spec's metrics; and per answer byte, lm-eval's `acc_norm`, reported as
+`accuracy_norm`); the record's `config["scoring"]` names the rule of each metric. Contextual calibration (Zhao et
+al. 2021), for those kinds: the kind divides out, rule by rule, the label bias it measures on the content-free
+inputs "N/A", "" and "[MASK]" under the same demos.
+
+A record's `shots` is the k asked for; `details["fewshot"]` says how many demos the prompts really held
+(`demos_used_min/max/mean`, and `shots_used`, the most common count).
 """
 
 from __future__ import annotations
 
 import random
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -220,11 +227,15 @@ def run_fewshot(
     t0 = time.perf_counter()
     info: dict[str, Any] = {}
     answered = _grouped(prompts, lambda contexts: kind.answer_prompts(spec, lm, contexts))
-    if calibrate:
-        cf_rows = [{"id": f"content-free-{i}", kind.document_field: t} for i, t in enumerate(CONTENT_FREE_INPUTS)]
-        cf_contexts = [build_prompt(spec, lm, demo_texts, r, reserve).context for r in cf_rows]
-        answered, bias = kind.calibrate(spec, lm, answered.label_scores, cf_contexts)
-        info["content_free_label_probs"] = bias
+    ranked = None
+    if answered.label_scores is not None:  # a kind that ranks labels: every rule it ranks them by, calibrated or not
+        cf_contexts = None
+        if calibrate:
+            cf_rows = [{"id": f"content-free-{i}", kind.document_field: t} for i, t in enumerate(CONTENT_FREE_INPUTS)]
+            cf_contexts = [build_prompt(spec, lm, demo_texts, r, reserve).context for r in cf_rows]
+        ranked = answered = kind.rank_labels(spec, lm, answered.label_scores, cf_contexts)
+        if calibrate:
+            info["content_free_label_probs"] = ranked.content_free_probs
     eval_seconds = time.perf_counter() - t0
 
     predictions = answered.predictions
@@ -233,15 +244,26 @@ def run_fewshot(
     for i, (r, p, pred, ref) in enumerate(zip(eval_rows, prompts, predictions, refs)):
         details: dict[str, Any] = {"demos_used": p.demos_used, "demos_dropped": p.demos_dropped,
                                    "words_truncated": p.words_truncated}
-        if answered.label_scores is not None:
-            details["label_scores"] = dict(zip(spec.label_names, answered.label_scores[i]))
-        rows.append(example_row(r["id"], pred, ref, example_scores(spec.metrics, pred, ref), details))
+        if ranked is not None:
+            details.update(ranked.details(i))
+            scores = ranked.example_scores(spec, i, ref)
+        else:
+            scores = example_scores(spec.metrics, pred, ref)
+        rows.append(example_row(r["id"], pred, ref, scores, details))
+    used = Counter(p.demos_used for p in prompts)
     info.update({
         "examples_with_dropped_demos": sum(p.demos_dropped > 0 for p in prompts),
         "demos_dropped_total": sum(p.demos_dropped for p in prompts),
         "examples_truncated": sum(p.words_truncated > 0 for p in prompts),
+        # `shots` is the k asked for; these say how many demos the prompts really held (fewer when they did not fit)
+        "demos_used_min": min(used), "demos_used_max": max(used),
+        "demos_used_mean": sum(n * c for n, c in used.items()) / len(prompts),
+        "shots_used": max(used, key=lambda n: (used[n], n)),  # the most common count (the larger one on a tie)
     })
-    metrics = compute_metrics(spec.metrics, predictions, refs, spec.label_names)
+    if ranked is not None:
+        metrics = ranked.metrics(spec, refs)
+    else:
+        metrics = compute_metrics(spec.metrics, predictions, refs, spec.label_names)
     return FewShotResult(spec, shots, seed, split, calibrate, metrics, rows, [d["id"] for d in demos], eval_seconds,
                          info)
 
