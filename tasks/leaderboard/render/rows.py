@@ -29,6 +29,16 @@ def _tokens(record: RunRecord) -> Any:
     return counts.get("tokens") if isinstance(counts, dict) else None
 
 
+def _shots(shots: Any, members: list[Any]) -> Any:
+    """k, or "k, n used" when the row's prompts held fewer demos than asked (they did not fit the window): the
+    method label then reads "few-shot (k=4, 0 used)". n is the records' `shots_used` (a range over seeds)."""
+    used = sorted({d["fewshot"].get("shots_used") for d in (s.record.details for s in members)
+                   if isinstance(d, dict) and isinstance(d.get("fewshot"), dict)} - {None})
+    if not shots or not used or used == [shots]:
+        return shots
+    return f"{shots}, {used[0] if len(used) == 1 else f'{used[0]}-{used[-1]}'} used"
+
+
 def _safe(fn: Any, *args: Any) -> Any:
     """An interval or test, or None when the predictions cannot be resampled (the row still shows its value)."""
     try:
@@ -51,6 +61,7 @@ def build_rows(result: LeaderboardResult) -> list[dict[str, Any]]:
     for (model, task, method, shots), members in groups.items():
         runs = [Run.from_rows(s.rows) for s in members if s.rows]
         first = members[0].record
+        shots = _shots(shots, members)
         spec = get_task(task)
         whole_text = scores_text(spec)
         records = ";".join(repo_relative(s.path) for s in members)
