@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from tasks.leaderboard.render.rows import COLUMNS
-from tasks.leaderboard.render.text import BELOW, digits, fmt, header_lines, method_label, method_notes, params_label
+from tasks.leaderboard.render.text import (BELOW, ci_label, fmt, header_lines, method_label, method_notes,
+                                           params_label, sig_label, value_label)
 from tasks.leaderboard.result import LeaderboardResult
 from tasks.leaderboard.tasks_api import atomic_write_text, higher_is_better, metric_label
 
@@ -35,14 +36,6 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> Path:
     return path
 
 
-def _sig(r: dict[str, Any]) -> str:
-    if r["_rank"] == 0:
-        return "best"
-    if r["p_value"] is None:
-        return ""
-    return f"{BELOW} p={r['p_value']:.3f}" if r["below_best"] else f"p={r['p_value']:.3f}"
-
-
 def task_summary(rows: list[dict[str, Any]], tasks: list[str]) -> list[dict[str, Any]]:
     """Per task: its best row, its best classic baseline and its best row that uses the backbone (primary metric),
     and the margin of the backbone's best over the best baseline (positive: the backbone is ahead)."""
@@ -63,25 +56,37 @@ def task_summary(rows: list[dict[str, Any]], tasks: list[str]) -> list[dict[str,
     return out
 
 
-def _with_ci(r: dict[str, Any] | None) -> str:
+def _with_ci(r: dict[str, Any] | None, sep: str, models: bool) -> str:
     if r is None:
         return ""
-    ci = f" [{fmt(r['ci_low'])}, {fmt(r['ci_high'])}]" if r["ci_low"] is not None else ""
-    return f"{method_label(r)}: {fmt(r['value'], digits(r['metric']))}{ci}"
+    ci = ci_label(r)
+    model = f"{r['model']} · " if models and r["model"] != "none" else ""
+    return f"{model}{method_label(r)}{sep}{value_label(r)}" + (f" {ci}" if ci else "")
 
 
-def _summary_lines(rows: list[dict[str, Any]], tasks: list[str]) -> list[str]:
-    out = ["## Best per task", "",
-           "| task | metric | best row | best classic baseline | best use of the backbone | backbone - baseline |",
-           "|---|---|---|---|---|---|"]
+SUMMARY_HEADERS = ("task", "metric", "best row", "best classic baseline", "best use of the backbone",
+                   "backbone - baseline")
+
+
+def summary_table(rows: list[dict[str, Any]], tasks: list[str], sep: str = ": ") -> list[list[str]]:
+    """task_summary as the cells of the "Best per task" table (SUMMARY_HEADERS), for the Markdown and the page;
+    `sep` goes between a row's method and its value (the page breaks the line there). A row is named by its
+    model too when the rows come from more than one backbone."""
+    models = len({r["model"] for r in rows if r["model"] != "none"}) > 1
+    out = []
     for t in task_summary(rows, tasks):
         bb = t["backbone"]
         sig = "" if bb is None or bb["_rank"] == 0 or bb["p_value"] is None else \
             f" ({BELOW if bb['below_best'] else ''}p={bb['p_value']:.3f} vs best)"
         margin = "" if t["margin"] is None else f"{t['margin']:+.2f}"
-        out.append(f"| {t['task']} | {metric_label(t['metric'])} | {_with_ci(t['best'])} | {_with_ci(t['baseline'])} | "
-                   f"{_with_ci(bb)}{sig} | {margin} |")
-    return out + [""]
+        out.append([t["task"], metric_label(t["metric"]), _with_ci(t["best"], sep, models), _with_ci(t["baseline"], sep, models),
+                    _with_ci(bb, sep, models) + sig, margin])
+    return out
+
+
+def _summary_lines(rows: list[dict[str, Any]], tasks: list[str]) -> list[str]:
+    out = ["## Best per task", "", "| " + " | ".join(SUMMARY_HEADERS) + " |", "|---" * len(SUMMARY_HEADERS) + "|"]
+    return out + ["| " + " | ".join(cells) + " |" for cells in summary_table(rows, tasks)] + [""]
 
 
 def write_markdown(result: LeaderboardResult, rows: list[dict[str, Any]], path: Path, command: str | None) -> Path:
@@ -94,16 +99,14 @@ def write_markdown(result: LeaderboardResult, rows: list[dict[str, Any]], path: 
     for r in rows:
         if not r["_primary"]:
             continue
-        ci = f"[{fmt(r['ci_low'])}, {fmt(r['ci_high'])}]" if r["ci_low"] is not None else ""
         rec = r["_records"][0]
         link = os.path.relpath(rec, path.parent) if rec is not None else ""
         more = f" (+{len(r['_records']) - 1})" if len(r["_records"]) > 1 else ""
         seeds = f", {len(r['_seeds'])} seeds" if len(r["_seeds"]) > 1 else ""
-        value = fmt(r["value"], digits(r["metric"]))
         out.append(f"| {r['task']} | {'' if r['_rank'] is None else r['_rank'] + 1} | {r['model']} | "
-                   f"{method_label(r)}{seeds} | {metric_label(r['metric'])} | {value} | {ci} | {fmt(r['n'])} | "
+                   f"{method_label(r)}{seeds} | {metric_label(r['metric'])} | {value_label(r)} | {ci_label(r)} | {fmt(r['n'])} | "
                    f"{params_label(r['trainable_params'])} | {fmt(r['train_seconds'], 1)} | "
-                   f"{fmt(r['eval_seconds'], 1)} | {fmt(r['peak_memory_mb'], 0)} | {_sig(r)} | [json]({link}){more} |")
+                   f"{fmt(r['eval_seconds'], 1)} | {fmt(r['peak_memory_mb'], 0)} | {sig_label(r)} | [json]({link}){more} |")
     out += [""] + [f"- {n}" for n in method_notes(result)]
     skipped = [f"- {n.cell}: {n.message}" for n in result.notes]
     failed = [f"- {s.cell.label}: {s.message}" for s in result.cells if s.status == "failed"]

@@ -52,6 +52,27 @@ def fmt(value: Any, digits: int = 2) -> str:
     return str(value)
 
 
+def value_label(r: dict[str, Any]) -> str:
+    return fmt(r["value"], digits(r["metric"]))
+
+
+def ci_label(r: dict[str, Any]) -> str:
+    """The 95% interval as "[low, high]", with as many decimals as the value."""
+    if r["ci_low"] is None:
+        return ""
+    d = digits(r["metric"])
+    return f"[{fmt(r['ci_low'], d)}, {fmt(r['ci_high'], d)}]"
+
+
+def sig_label(r: dict[str, Any]) -> str:
+    """The "vs best" cell: best, "▼ p=..." (significantly below the task's best row), "p=..." or nothing."""
+    if r["_rank"] == 0:
+        return "best"
+    if r["p_value"] is None:
+        return ""
+    return f"{BELOW} p={r['p_value']:.3f}" if r["below_best"] else f"p={r['p_value']:.3f}"
+
+
 def method_label(r: dict[str, Any]) -> str:
     shots = r["shots"]
     return r["method"] + (f" (k={shots})" if r["method"].startswith("few-shot") and shots is not None else "")
