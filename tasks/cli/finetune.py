@@ -64,6 +64,11 @@ def run_finetune(args: argparse.Namespace) -> int:
                       runs_dir=args.runs_dir)
     if record is not None:  # None on the non-main processes of a distributed run
         print(_summary(record, args.runs_dir))
+        training = record.details.get("training", {})
+        model_dir = Path(record.config["out_dir"]) / "model"
+        print(f"trained: {training.get('global_steps')} steps on {record.config.get('train_examples')} examples, "
+              f"best checkpoint chosen on {record.config.get('val_examples_used')} validation examples")
+        print(f"model: {model_dir}   (gpt2suite eval --task {record.task} --model {model_dir})")
     return 0
 
 

@@ -27,7 +27,8 @@ from tasks.evaluation.predict import eval_rows, predict, score, seeded_subset
 from tasks.evaluation.records import RunRecord, new_record, peak_memory_mb, write_run
 from tasks.kinds import get_kind
 from tasks.methods import adapters
-from tasks.methods.finetune.config import FinetuneConfig, load_finetune_config, method_fields, predict_settings
+from tasks.methods.finetune.config import (FinetuneConfig, load_finetune_config, method_fields, predict_settings,
+                                           sized_val_examples)
 
 DEFAULT_MODEL = REPO_ROOT / "results" / "backbones" / "default"
 VALIDATION = "validation"  # the split scored during training
@@ -84,7 +85,7 @@ def finetune(
         return given[name] if given.get(name) is not None else load_split(spec, name)
 
     train_rows = seeded_subset(split_rows(spec.train_split), cfg.max_train_examples, cfg.seed)
-    val_rows = seeded_subset(split_rows(VALIDATION), cfg.val_examples, cfg.seed)
+    val_rows = seeded_subset(split_rows(VALIDATION), sized_val_examples(cfg, len(train_rows)), cfg.seed)
     test_rows = eval_rows(spec, split, cfg.max_eval_examples, split_rows(split))
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
