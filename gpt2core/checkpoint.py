@@ -50,12 +50,15 @@ def _names(names: list[str], n: int = 4) -> str:
 
 
 def check_weights(state_dict: Mapping[str, torch.Tensor], expected: Mapping[str, tuple[int, ...]], where: str,
-                  hint: str, corrupt: type[CheckpointError] = CheckpointError, tied: frozenset[str] = _TIED) -> None:
+                  hint: str, corrupt: type[CheckpointError] = CheckpointError, tied: frozenset[str] = _TIED,
+                  corrupt_hint: str | None = None) -> None:
     """Refuse weights that would not load as they are into a model whose tensors have the `expected` shapes.
 
-    Tensors of other shapes (another vocabulary, another size) or of other names are a `CheckpointError`: the
-    weights belong to another model. Missing tensors and NaN/inf values are a `corrupt` error: the folder is damaged.
+    Tensors of other shapes (another vocabulary, another size) or of other names are a `CheckpointError` ending with
+    `hint`: the weights belong to another model. Missing tensors and NaN/inf values are a `corrupt` error ending with
+    `corrupt_hint` (default `hint`): the folder is damaged.
     """
+    corrupt_hint = corrupt_hint or hint
     mismatched = [k for k in expected if k in state_dict and tuple(state_dict[k].shape) != tuple(expected[k])]
     if mismatched:
         k = mismatched[0]
@@ -72,11 +75,11 @@ def check_weights(state_dict: Mapping[str, torch.Tensor], expected: Mapping[str,
     missing = [k for k in expected if k not in state_dict and k not in tied]
     if missing:
         raise corrupt(f"weights in {where} lack {len(missing)} of the model's tensors ({_names(missing)}): the folder "
-                      f"is incomplete or damaged; {hint}")
+                      f"is incomplete or damaged; {corrupt_hint}")
     bad = [k for k, v in state_dict.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if bad:
         raise corrupt(f"weights in {where} hold NaN or inf values in {len(bad)} tensors ({_names(bad)}): they come "
-                      f"from a diverged run; {hint}")
+                      f"from a diverged run; {corrupt_hint}")
 
 
 def expected_shapes(config: GPT2Config) -> dict[str, tuple[int, ...]]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -55,7 +56,7 @@ def atomic_write_dir(out_dir: str | os.PathLike, fill: Callable[[Path], Any]) ->
     is removed only after the new one is complete)."""
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         fill(tmp)
         if out.exists():
@@ -69,3 +70,26 @@ def atomic_write_dir(out_dir: str | os.PathLike, fill: Callable[[Path], Any]) ->
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+# What the writers above leave when killed: `.NAME.<random>.tmp` files and folders, `.NAME.old` folders, and the
+# folders of atomic_write_dir before it named them `.tmp` (`.NAME.<8 random characters>`).
+_TEMPORARY = re.compile(r"^\..+\.(tmp|old)$")
+_OLD_TEMPORARY_DIR = re.compile(r"^\..+\.[a-z0-9_]{8}$")
+
+
+def remove_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Remove what interrupted atomic writes left directly in `folder` (nothing below it, nothing else); returns
+    what was removed. Call it only where no other process is writing at the same time."""
+    root = Path(folder)
+    if not root.is_dir():
+        return []
+    removed = []
+    for p in sorted(root.iterdir()):
+        if _TEMPORARY.match(p.name) or (p.is_dir() and _OLD_TEMPORARY_DIR.match(p.name)):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed

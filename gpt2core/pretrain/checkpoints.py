@@ -21,17 +21,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from gpt2core.checkpoint import read_weights
+from gpt2core.checkpoint import check_weights, read_weights
 from gpt2core.errors import CheckpointCorrupt
 from gpt2core.io import atomic_write_dir
 from gpt2core.pretrain.batches import DATA_SCHEME
 from gpt2core.pretrain.config import PretrainConfig
 
-__all__ = ["CheckpointCorrupt", "TrainState", "list_checkpoints", "load_training_state", "load_weights",
+__all__ = ["CORRUPT_HINT", "CheckpointCorrupt", "TrainState", "list_checkpoints", "load_training_state", "load_weights",
            "save_checkpoint"]
 
 _STEP_DIR = re.compile(r"^step_(\d+)$")
-_HINT = "it is left in place; delete or move it to resume from the previous checkpoint"
+CORRUPT_HINT = "it is left in place; delete or move it to resume from the previous checkpoint"
 
 
 @dataclass
@@ -75,15 +75,20 @@ def save_checkpoint(out_dir: Path, model: Any, tokenizer: Any, optimizer: torch.
 
 
 def load_weights(path: Path, model: Any) -> None:
-    """Load a checkpoint's (or a model folder's) weights into `model` in place."""
-    state_dict = read_weights(path, _HINT, CheckpointCorrupt)
+    """Load a checkpoint's (or a model folder's) weights into `model` in place.
+
+    Weights of another shape (a checkpoint of another vocabulary or model size) are a `CheckpointError`; missing
+    tensors, NaN/inf values and unreadable files are a `CheckpointCorrupt` (a resume falls back past those)."""
+    state_dict = read_weights(path, CORRUPT_HINT, CheckpointCorrupt)
     if not state_dict:
-        raise CheckpointCorrupt(f"checkpoint {path} holds no *.safetensors weights; {_HINT}")
-    tied = {"lm_head.weight"} if model.config.tie_word_embeddings else set()
-    missing, unexpected = model.load_state_dict(state_dict, strict=False)
-    if set(missing) - tied or unexpected:
-        raise CheckpointCorrupt(f"checkpoint {path} does not match the model (missing {sorted(set(missing) - tied)}, "
-                                f"unexpected {sorted(unexpected)}); {_HINT}")
+        raise CheckpointCorrupt(f"checkpoint {path} holds no *.safetensors weights; {CORRUPT_HINT}")
+    tied = frozenset({"lm_head.weight"} if model.config.tie_word_embeddings else ())
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    fit = ("this run builds its model from the config and the corpus tokenizer; start from a checkpoint of the same "
+           f"vocabulary and model settings, or train with the checkpoint's tokenizer "
+           f"(--set corpus.tokenizer.path={path})")
+    check_weights(state_dict, expected, f"checkpoint {path}", fit, CheckpointCorrupt, tied, CORRUPT_HINT)
+    model.load_state_dict(state_dict, strict=False)
     if model.config.tie_word_embeddings:
         model.tie_weights()
 
@@ -95,10 +100,10 @@ def load_training_state(path: Path, model: Any, optimizer: torch.optim.Optimizer
         saved = torch.load(path / "trainer_state.pt", map_location="cpu", weights_only=True)
         optimizer.load_state_dict(saved["optimizer"])
     except FileNotFoundError:
-        raise CheckpointCorrupt(f"checkpoint {path} has no trainer_state.pt; {_HINT}") from None
+        raise CheckpointCorrupt(f"checkpoint {path} has no trainer_state.pt; {CORRUPT_HINT}") from None
     except Exception as e:  # torch.load raises many types for a damaged pickle/zip
         raise CheckpointCorrupt(f"checkpoint {path / 'trainer_state.pt'} is corrupt ({type(e).__name__}: {e}); "
-                                f"{_HINT}") from e
+                                f"{CORRUPT_HINT}") from e
     _set_rng_state(saved["rng"])
     names = {f.name for f in dataclasses.fields(TrainState)}
     return TrainState(**{k: v for k, v in saved.items() if k in names})

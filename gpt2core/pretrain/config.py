@@ -235,7 +235,8 @@ def _check_numbers(cfg: PretrainConfig) -> None:
     if not cfg.lr > 0:
         raise ConfigError(f"lr: must be above 0, got {cfg.lr}")
     if not 0 <= cfg.min_lr <= cfg.lr:
-        raise ConfigError(f"min_lr: must lie in [0, lr={cfg.lr}] (the cosine decays from lr to min_lr), got {cfg.min_lr}")
+        raise ConfigError(f"min_lr: must lie in [0, lr={cfg.lr}] (the cosine decays from lr to min_lr), got "
+                          f"{cfg.min_lr}")
     if not 0 <= cfg.weight_decay:
         raise ConfigError(f"weight_decay: must not be negative, got {cfg.weight_decay}")
     if not all(0 <= b < 1 for b in cfg.betas):

@@ -19,13 +19,14 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from gpt2core.checkpoint import atomic_save_pretrained
 from gpt2core.config import GPT2Config
 from gpt2core.errors import CheckpointCorrupt, CheckpointError, ConfigError, TrainingDiverged
+from gpt2core.io import atomic_write_dir, remove_temporaries
 from gpt2core.model import GPT2LMModel
 from gpt2core.paths import expand_path
 from gpt2core.pretrain.batches import DATA_SCHEME, Batches
 from gpt2core.pretrain.checkpoints import (
+    CORRUPT_HINT,
     TrainState,
     list_checkpoints,
     load_training_state,
@@ -107,6 +108,9 @@ class Trainer:
         self.cfg, self.dist, self.device, self.say = cfg, dist, device, say
         _configure_torch(device, cfg, say)
         self.out_dir = expand_path(cfg.out_dir)
+        for path in cfg.ppl_eval:  # read only at the end of the run: a typo must not cost the whole run
+            if not expand_path(path).is_file():
+                raise ConfigError(f"ppl_eval: {path} ({expand_path(path)}) is not a file; fix the path or drop it")
         # Corpus: the main process prepares (or finds the cache), the others wait and then open it.
         if dist.is_main:
             self.corpus_dir = prepare_corpus(cfg.corpus, progress=cfg.progress, log=say)
@@ -132,31 +136,59 @@ class Trainer:
 
     def restore(self, resume: bool, init_from: str | os.PathLike | None) -> None:
         """Resume from the latest checkpoint (`resume`) or start from `init_from`; refuse to overwrite a run."""
-        ckpt: Path | None = None
+        if self.dist.is_main:
+            self._remove_temporaries()
         checkpoints = list_checkpoints(self.out_dir)
         if init_from is not None:
             ckpt = Path(init_from)
             if not ckpt.is_dir():
                 raise CheckpointError(f"--init-from {ckpt} is not a folder; pass a checkpoint or model folder")
+            if resume or (ckpt / "trainer_state.pt").exists():
+                self._load_state(ckpt)
+            else:
+                load_weights(ckpt, self.raw_model)
+                self.say(f"initialised the weights from {ckpt}")
         elif resume:
-            ckpt = checkpoints[-1] if checkpoints else None
-            if ckpt is None:
+            if not checkpoints:
                 self.say(f"resume: no checkpoint in {self.out_dir / 'checkpoints'}; starting from scratch")
+            else:
+                self.last_ckpt = self._resume(checkpoints)
         elif checkpoints:
             raise ConfigError(f"{self.out_dir} already holds checkpoints ({checkpoints[-1].name}); pass --resume to "
                               "continue or choose another --out")
-        if ckpt is not None and (resume or (ckpt / "trainer_state.pt").exists()):
-            self.state = load_training_state(ckpt, self.raw_model, self.optimizer)
-            world, tps = self.state.world_size, self.state.tokens_per_step
-            if (world or self.dist.world) != self.dist.world or (tps or self.tokens_per_step) != self.tokens_per_step:
-                self.say(f"note: {ckpt} was written with world_size={world} and {tps} tokens/step; continuing "
-                         f"with {self.dist.world} and {self.tokens_per_step}")
-            self.say(f"resumed from {ckpt} at step {self.state.step} ({self.state.tokens:,} tokens)")
-            if resume:
-                self.last_ckpt = ckpt
-        elif ckpt is not None:
-            load_weights(ckpt, self.raw_model)
-            self.say(f"initialised the weights from {ckpt}")
+
+    def _remove_temporaries(self) -> None:
+        """What a killed run left half-written (hidden `.step_*`, `.model.*`, `.*.tmp`) goes before anything is read."""
+        removed = remove_temporaries(self.out_dir) + remove_temporaries(self.out_dir / "checkpoints")
+        if removed:
+            names = ", ".join(str(p.relative_to(self.out_dir)) for p in removed)
+            self.say(f"removed {len(removed)} half-written temporar{'ies' if len(removed) > 1 else 'y'} an "
+                     f"interrupted run left in {self.out_dir}: {names}")
+
+    def _resume(self, checkpoints: list[Path]) -> Path:
+        """Load the newest checkpoint that is intact, saying which corrupt ones were passed over; all corrupt: raise."""
+        problems = []
+        for i, ckpt in enumerate(reversed(checkpoints)):
+            try:
+                self._load_state(ckpt)
+                return ckpt
+            except CheckpointCorrupt as e:
+                why = str(e).removesuffix(f"; {CORRUPT_HINT}")
+                problems.append(f"{ckpt.name}: {why}")
+                if i + 1 < len(checkpoints):
+                    self.say(f"resume: {ckpt} is corrupt ({why}); it is left in place; falling back to the previous "
+                             f"checkpoint {checkpoints[-2 - i].name}")
+        raise CheckpointCorrupt(f"resume: no checkpoint in {self.out_dir / 'checkpoints'} can be resumed from "
+                                f"({'; '.join(problems)}); they are left in place: restore one, or move them away (or "
+                                "choose another --out) to start from scratch")
+
+    def _load_state(self, ckpt: Path) -> None:
+        self.state = load_training_state(ckpt, self.raw_model, self.optimizer)
+        world, tps = self.state.world_size, self.state.tokens_per_step
+        if (world or self.dist.world) != self.dist.world or (tps or self.tokens_per_step) != self.tokens_per_step:
+            self.say(f"note: {ckpt} was written with world_size={world} and {tps} tokens/step; continuing "
+                     f"with {self.dist.world} and {self.tokens_per_step}")
+        self.say(f"resumed from {ckpt} at step {self.state.step} ({self.state.tokens:,} tokens)")
 
     # ------------------------------------------------------------------------------------------ steps
 
@@ -181,6 +213,9 @@ class Trainer:
             return loss_mean, None
         grad_norm = (torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), cfg.grad_clip)
                      if cfg.grad_clip > 0 else None)
+        if grad_norm is not None and not math.isfinite(float(grad_norm)):  # the update would make the weights NaN
+            self.optimizer.zero_grad(set_to_none=True)
+            return loss_mean, grad_norm
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return loss_mean, grad_norm
@@ -242,13 +277,10 @@ class Trainer:
         while state.step < self.max_steps:
             lr = lr_at(state.step, cfg, self.max_steps)
             loss, grad_norm = self._train_step(model, lr)
-            if not math.isfinite(loss):
-                where = (f"the last good checkpoint is {self.last_ckpt}" if self.last_ckpt
-                         else "no checkpoint was written before it")
-                runlog.write({"step": state.step + 1, "event": "diverged", "loss": str(loss)})
+            if not math.isfinite(loss) or (grad_norm is not None and not math.isfinite(float(grad_norm))):
+                what = f"loss is {loss}" if not math.isfinite(loss) else f"gradient norm is {float(grad_norm)}"
                 bar.close()
-                raise TrainingDiverged(f"loss is {loss} at step {state.step + 1}; stopped before that update; "
-                                       f"{where}; lower lr (or raise warmup_steps) and start again")
+                self._diverged(runlog, state.step + 1, f"{what} at step {state.step + 1}; stopped before that update")
             state.step += 1
             state.tokens += self.tokens_per_step
             tokens_log += self.tokens_per_step
@@ -277,6 +309,7 @@ class Trainer:
             out_of_time = any_rank(cfg.max_time_minutes is not None
                                    and time.time() - t_start >= cfg.max_time_minutes * 60, d, self.device)
             if state.step % cfg.checkpoint_interval == 0 or out_of_time or last:
+                self._check_weights(runlog, bar)
                 self.checkpoint(elapsed())
                 last_saved_step = state.step
             if out_of_time:
@@ -285,6 +318,7 @@ class Trainer:
                 break
         bar.close()
         if state.step != last_saved_step and state.step > 0:
+            self._check_weights(runlog, bar)
             self.checkpoint(elapsed())
         summary = {"status": "ok", "stop_reason": stop_reason, "step": state.step, "max_steps": self.max_steps,
                    "tokens": state.tokens, "elapsed": round(elapsed(), 2),
@@ -292,6 +326,21 @@ class Trainer:
                    "checkpoint": str(self.last_ckpt) if self.last_ckpt else None, "out_dir": str(self.out_dir),
                    "parameters": n_params, "corpus": str(self.corpus_dir)}
         return self.finish(summary, runlog)
+
+    def _check_weights(self, runlog: RunLog, bar: Any) -> None:
+        """A checkpoint of NaN/inf weights is never written (nor reported as good): stop the run instead."""
+        bad = [n for n, p in self.raw_model.named_parameters() if not bool(torch.isfinite(p).all())]
+        if bad:
+            bar.close()
+            self._diverged(runlog, self.state.step, f"the weights hold NaN or inf after step {self.state.step} "
+                           f"({len(bad)} tensors, e.g. {bad[0]}) although its loss was finite; no checkpoint was "
+                           "written for it")
+
+    def _diverged(self, runlog: RunLog, step: int, what: str) -> None:
+        where = (f"the last good checkpoint is {self.last_ckpt}" if self.last_ckpt
+                 else "no checkpoint was written before it")
+        runlog.write({"step": step, "event": "diverged", "reason": what})
+        raise TrainingDiverged(f"{what}; {where}; lower lr (or raise warmup_steps) and start again")
 
     def finish(self, summary: dict[str, Any], runlog: RunLog) -> dict[str, Any]:
         """The final model folder, held-out perplexities, `summary.json` and the loss plot (main process)."""
@@ -301,9 +350,7 @@ class Trainer:
             summary["val_loss"], summary["val_ppl"] = val["val_loss"], val["val_ppl"]
         if not self.dist.is_main:
             return summary
-        final_dir = atomic_save_pretrained(self.raw_model, self.out_dir / "model", max_shard_size=cfg.max_shard_size)
-        self.tokenizer.save_pretrained(final_dir)
-        summary["model"] = str(final_dir)
+        summary["model"] = str(self.out_dir / "model")
         if cfg.ppl_eval:
             from gpt2core.pretrain.evaluate import evaluate_perplexity
 
@@ -316,6 +363,13 @@ class Trainer:
                 summary["ppl_eval"][str(path)] = res
                 self.say(f"{Path(path).name}: ppl {res['ppl']:.2f}, {res['bpb']:.4f} bits/byte over "
                          f"{res['tokens']:,} tokens")
+
+        def fill(tmp: Path) -> None:  # weights, tokenizer and summary appear together, in one rename
+            self.raw_model.save_pretrained(tmp, max_shard_size=cfg.max_shard_size)
+            self.tokenizer.save_pretrained(tmp)
+            write_summary(tmp, summary)
+
+        atomic_write_dir(self.out_dir / "model", fill)
         write_summary(self.out_dir, summary)
         try:
             summary["plot"] = str(plot_losses(runlog.history, self.out_dir / "loss.png", cfg.plot_path))
