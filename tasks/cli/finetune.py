@@ -46,11 +46,23 @@ def _set_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def _check_counts(args: argparse.Namespace, names: tuple[str, ...]) -> None:
+    """A count flag of 0 or less is an error here: `--max-steps 0` would otherwise mean "train by epochs"."""
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and not value > 0:
+            flag = "--" + name.replace("_", "-")
+            least = "above 0" if name == "epochs" else "at least 1"
+            raise ConfigError(f"{flag} must be {least}, got {value}; leave {flag} out for "
+                              + ("every example" if name == "limit" else "the config's value"))
+
+
 def run_finetune(args: argparse.Namespace) -> int:
     from tasks.data.registry import get_task
     from tasks.methods.finetune import DEFAULT_MODEL, finetune, load_finetune_config
     from tasks.methods.finetune.run import check_finetunable
 
+    _check_counts(args, ("max_train_examples", "max_eval_examples", "epochs", "max_steps"))
     task = get_task(args.task)
     check_finetunable(task, args.method, args.split or task.eval_split)
     overrides = _set_overrides(args.set)
@@ -73,8 +85,11 @@ def run_finetune(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    from gpt2core.devices import check_device
     from tasks.methods.evaluate import evaluate
 
+    _check_counts(args, ("limit", "batch_size", "num_beams", "max_length"))
+    check_device(args.device)
     overrides = _set_overrides(args.set)
     for name in ("batch_size", "num_beams", "max_length"):
         if getattr(args, name) is not None:

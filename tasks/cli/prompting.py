@@ -21,12 +21,25 @@ from tasks.errors import MethodError, TaskError
 DEFAULT_MODEL = "results/backbones/default"
 
 
+def _check_args(args: argparse.Namespace) -> None:
+    """Counts on the command line: 0 or a negative number is an error here, not "no limit" (or a dropped row) later."""
+    for name in ("limit", "max_train", "max_len", "stride", "max_chars", "batch_size"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            flag = "--" + name.replace("_", "-")
+            default = {"limit": "every example", "max_train": "every train row", "max_chars": "the whole text"}
+            fix = "" if name == "batch_size" else f"; leave {flag} out for {default.get(name, 'the default')}"
+            raise MethodError(f"{flag} must be at least 1, got {value}{fix}")
+    if getattr(args, "shots", 0) < 0:
+        raise MethodError(f"--shots must be 0 (zero-shot) or more, got {args.shots}")
+
+
 def _load_lm(args: argparse.Namespace) -> tuple[Any, int | None]:
     """(the LM, its parameter count); `--model dummy` is the DummyLM."""
+    from gpt2core.devices import check_device
     from tasks.models.lm import DummyLM, GPT2LM
 
-    if args.batch_size < 1:
-        raise MethodError(f"--batch-size must be at least 1, got {args.batch_size}")
+    check_device(args.device)  # before loading: torch's own error comes late, as an AssertionError
     if args.model == "dummy":
         return DummyLM(), None
     import torch
@@ -44,6 +57,7 @@ def cmd_fewshot(args: argparse.Namespace) -> int:
     from tasks.data.registry import get_task
     from tasks.methods.fewshot import prompted_kind, run_fewshot, write_run
 
+    _check_args(args)
     task = get_task(args.task)  # an unknown task fails before the model loads
     prompted_kind(task)
     lm, n_params = _load_lm(args)
@@ -62,6 +76,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     from tasks.data.registry import get_task
     from tasks.methods.baselines import run_baseline, write_baseline_run
 
+    _check_args(args)
     task = get_task(args.task)
     t0 = time.perf_counter()
     result = run_baseline(task, args.method, split=args.split, limit=args.limit, seed=args.seed,
@@ -77,6 +92,7 @@ def cmd_perplexity(args: argparse.Namespace) -> int:
     from tasks.data.registry import get_task
     from tasks.methods.perplexity import default_text_task, evaluate_perplexity, text_kind, write_perplexity_run
 
+    _check_args(args)
     task = get_task(args.task) if args.task else default_text_task()
     text_kind(task)  # a task that is not scored as text fails before the model loads
     lm, n_params = _load_lm(args)

@@ -230,9 +230,10 @@ def run_baseline(task: TaskSpec, method: str | None = None, split: str | None = 
     rule = get_baseline(spec, method)
     params = baseline_params(spec, rule.name)
     if limit is not None and limit < 1:
-        raise MethodError(f"limit must be >= 1, got {limit}")
+        raise MethodError(f"limit must be >= 1 (the first N examples; leave it out to score them all), got {limit}")
     if max_train is not None and max_train < 1:
-        raise MethodError(f"max_train must be >= 1, got {max_train}")
+        raise MethodError(f"max_train must be >= 1 (the first N train rows; leave it out to use them all), got "
+                          f"{max_train}")
     split = split or spec.eval_split
     if eval_rows is None:
         eval_rows = load_rows(spec, split)
