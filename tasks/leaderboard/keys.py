@@ -23,7 +23,7 @@ from typing import Any
 from tasks.leaderboard.config import BASELINE_MODEL, DUMMY_MODEL, LeaderboardConfig, resolve_model_path
 from tasks.leaderboard.planning import Cell
 from tasks.leaderboard.tasks_api import (adapter_eval_fields, config_hash, finetune_config, finetune_fields, get_task,
-                                         model_config_hash, repo_relative, spec_fields)
+                                         model_config_hash, repo_relative, spec_fields, task_kind)
 from tasks.methods.perplexity import STRIDE_RULE
 
 # Bump when a runner's behaviour changes in a way that changes results: every cell re-runs.
@@ -114,7 +114,9 @@ def cell_key(cfg: LeaderboardConfig, cell: Cell) -> tuple[str, dict[str, Any]]:
     if cell.kind == "baseline":
         what.update(baseline=cell.method.baseline)
     elif cell.kind == "fewshot":
-        what.update(calibrate=cell.method.calibrate)
+        # the kind's answer rule(s): a changed ranking rule re-runs the prompted cells
+        what.update(calibrate=cell.method.calibrate, scoring=task_kind(spec).prompt_scoring(spec),
+                    fewshot_details="shots_used")
     elif cell.kind == "finetune":
         method = cell.method.finetune
         what["finetune"] = finetune_fields(finetune_config(spec, method, finetune_overrides(cell)), method)

@@ -31,6 +31,8 @@ HEADERS = [
     ("vs best", f"one-sided paired bootstrap against the task's best row; {BELOW}: significantly below it "
                 f"(p < {bootstrap.ALPHA})"),
     ("n", "examples scored (tokens, for a text scored as a whole)"),
+    ("budget", "what the row was given: fine-tuning steps x batch on N training examples (and the validation "
+               "examples the best checkpoint was chosen on), a baseline's training rows, the perplexity window"),
     ("trainable params", "parameters the method trains (0: none; empty: no parameters recorded)"),
     ("train s", "training wall time, seconds"), ("eval s", "evaluation wall time, seconds"),
     ("peak MB", "peak memory, MB"), ("record", "the run record(s) the row is read from"),
@@ -51,11 +53,11 @@ def _row(r: dict[str, Any], page_dir: Path) -> dict[str, Any]:
     primary = r["_primary"]
     rank = r["_rank"] + 1 if r["_rank"] is not None and primary else None
     cells = [r["task"], fmt(rank), r["model"], method_label(r) + seeds, metric_label(r["metric"]), value_label(r),
-             ci_label(r), sig_label(r) if primary else "", fmt(r["n"]), params_label(r["trainable_params"]),
+             ci_label(r), sig_label(r) if primary else "", fmt(r["n"]), r["budget"], params_label(r["trainable_params"]),
              fmt(r["train_seconds"], 1), fmt(r["eval_seconds"], 1), fmt(r["peak_memory_mb"], 0), ""]
     sort = [r["task"], rank, r["model"], method_label(r), metric_label(r["metric"]), r["value"], r["ci_low"],
             (r["p_value"] if r["p_value"] is not None else -1 if r["_rank"] == 0 else None) if primary else None,
-            r["n"], r["trainable_params"], r["train_seconds"], r["eval_seconds"], r["peak_memory_mb"], r["record"]]
+            r["n"], r["budget"], r["trainable_params"], r["train_seconds"], r["eval_seconds"], r["peak_memory_mb"], r["record"]]
     return {"cells": cells, "sort": sort, "links": _links(r, page_dir), "primary": primary,
             "best": primary and r["_rank"] == 0, "below": bool(primary and r["below_best"]),
             "raw": {c: r[c] for c in COLUMNS}}

@@ -15,8 +15,27 @@ from tasks.leaderboard.result import LeaderboardResult
 from tasks.leaderboard.tasks_api import (Run, RunRecord, bootstrap, get_task, higher_is_better, repo_relative,
                                          scores_text, task_metrics)
 
-COLUMNS = ("model", "task", "method", "shots", "metric", "value", "ci_low", "ci_high", "n", "trainable_params",
-           "train_seconds", "eval_seconds", "peak_memory_mb", "record", "below_best", "p_value")
+COLUMNS = ("model", "task", "method", "shots", "metric", "value", "ci_low", "ci_high", "n", "budget",
+           "trainable_params", "train_seconds", "eval_seconds", "peak_memory_mb", "record", "below_best", "p_value")
+
+
+def budget(record: RunRecord) -> str:
+    """What the row was given, in words: fine-tuning steps x batch and training examples, the baseline's training
+    rows, the perplexity window; prompting trains nothing (its shots are in the method label)."""
+    cfg, details = record.config or {}, record.details or {}
+    training = details.get("training") if isinstance(details, dict) else None
+    if isinstance(training, dict):
+        batch = int(cfg.get("batch_size") or 0) * int(cfg.get("grad_accum") or 1) * int(cfg.get("world_size") or 1)
+        return (f"{training.get('global_steps')} steps x {batch} on {cfg.get('train_examples')} train ex."
+                f" (best of {cfg.get('val_examples_used')} val.)")
+    if "max_len" in cfg and "stride" in cfg:
+        chars = f", first {cfg['chars']:,} chars" if cfg.get("chars") else ""
+        return f"{cfg['max_len']}-token windows, stride {cfg['stride']}{chars}"
+    if cfg.get("n_train"):
+        return f"fit on {cfg['n_train']:,} train ex."
+    if isinstance(details, dict) and "fewshot" in details:
+        return "no training"
+    return "no training" if record.method.startswith("baseline") else ""
 
 
 def _mean(values: list[Any]) -> float | None:
@@ -72,7 +91,7 @@ def build_rows(result: LeaderboardResult) -> list[dict[str, Any]]:
             by_task.setdefault(task, []).append({
                 "model": model, "task": task, "method": method, "shots": shots, "metric": metric, "value": value,
                 "ci_low": ci.low if ci else None, "ci_high": ci.high if ci else None, "n": n,
-                "trainable_params": first.trainable_params,
+                "budget": budget(first), "trainable_params": first.trainable_params,
                 "train_seconds": _mean([s.record.train_seconds for s in members]),
                 "eval_seconds": _mean([s.record.eval_seconds for s in members]),
                 "peak_memory_mb": _mean([s.record.peak_memory_mb for s in members]),

@@ -93,9 +93,9 @@ def write_markdown(result: LeaderboardResult, rows: list[dict[str, Any]], path: 
     name = result.config.name or Path(result.config.source).stem
     out = [f"# Leaderboard: {name}", ""] + [f"{line}  " for line in header_lines(result, command)] + [""]
     out += _summary_lines(rows, result.config.tasks) + ["## Every row (primary metric)", ""]
-    out += ["| task | # | model | method | metric | value | 95% CI | n | trainable params | train s | eval s "
-            "| peak MB | vs best | record |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    out += ["| task | # | model | method | metric | value | 95% CI | n | budget | trainable params | train s "
+            "| eval s | peak MB | vs best | record |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if not r["_primary"]:
             continue
@@ -105,7 +105,7 @@ def write_markdown(result: LeaderboardResult, rows: list[dict[str, Any]], path: 
         seeds = f", {len(r['_seeds'])} seeds" if len(r["_seeds"]) > 1 else ""
         out.append(f"| {r['task']} | {'' if r['_rank'] is None else r['_rank'] + 1} | {r['model']} | "
                    f"{method_label(r)}{seeds} | {metric_label(r['metric'])} | {value_label(r)} | {ci_label(r)} | {fmt(r['n'])} | "
-                   f"{params_label(r['trainable_params'])} | {fmt(r['train_seconds'], 1)} | "
+                   f"{r['budget']} | {params_label(r['trainable_params'])} | {fmt(r['train_seconds'], 1)} | "
                    f"{fmt(r['eval_seconds'], 1)} | {fmt(r['peak_memory_mb'], 0)} | {sig_label(r)} | [json]({link}){more} |")
     out += [""] + [f"- {n}" for n in method_notes(result)]
     skipped = [f"- {n.cell}: {n.message}" for n in result.notes]
