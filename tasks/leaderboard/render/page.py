@@ -31,8 +31,8 @@ HEADERS = [
     ("vs best", f"one-sided paired bootstrap against the task's best row; {BELOW}: significantly below it "
                 f"(p < {bootstrap.ALPHA})"),
     ("n", "examples scored (tokens, for a text scored as a whole)"),
-    ("budget", "what the row was given: fine-tuning steps x batch on N training examples (and the validation "
-               "examples the best checkpoint was chosen on), a baseline's training rows, the perplexity window"),
+    ("budget", "what the row was given: fine-tuning optimizer steps x batch, training examples / validation "
+               "examples the best checkpoint was chosen on; a baseline's training rows; the perplexity window"),
     ("trainable params", "parameters the method trains (0: none; empty: no parameters recorded)"),
     ("train s", "training wall time, seconds"), ("eval s", "evaluation wall time, seconds"),
     ("peak MB", "peak memory, MB"), ("record", "the run record(s) the row is read from"),

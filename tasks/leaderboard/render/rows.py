@@ -26,16 +26,14 @@ def budget(record: RunRecord) -> str:
     training = details.get("training") if isinstance(details, dict) else None
     if isinstance(training, dict):
         batch = int(cfg.get("batch_size") or 0) * int(cfg.get("grad_accum") or 1) * int(cfg.get("world_size") or 1)
-        return (f"{training.get('global_steps')} steps x {batch} on {cfg.get('train_examples')} train ex."
-                f" (best of {cfg.get('val_examples_used')} val.)")
+        return (f"{training.get('global_steps')} steps x {batch}, {cfg.get('train_examples'):,} train / "
+                f"{cfg.get('val_examples_used')} val")
     if "max_len" in cfg and "stride" in cfg:
-        chars = f", first {cfg['chars']:,} chars" if cfg.get("chars") else ""
-        return f"{cfg['max_len']}-token windows, stride {cfg['stride']}{chars}"
+        chars = f", {cfg['chars']:,} chars" if cfg.get("chars") else ""
+        return f"window {cfg['max_len']}, stride {cfg['stride']}{chars}"
     if cfg.get("n_train"):
-        return f"fit on {cfg['n_train']:,} train ex."
-    if isinstance(details, dict) and "fewshot" in details:
-        return "no training"
-    return "no training" if record.method.startswith("baseline") else ""
+        return f"fit on {cfg['n_train']:,} train"
+    return "no training"
 
 
 def _mean(values: list[Any]) -> float | None:
