@@ -316,6 +316,23 @@ class GPT2LMModel(PreTrainedModel, GenerationMixin):
         return all(plain(b) for b in self.transformer.h) and type(head) is nn.Linear and head.bias is None
 
     @classmethod
+    def from_pretrained(cls, *args: Any, **kwargs: Any) -> Any:
+        """transformers' `from_pretrained`, except that a folder missing some of the weights is an error: transformers
+        would initialise the missing tensors at random and load a model that only looks trained."""
+        want_info = kwargs.pop("output_loading_info", False)
+        try:
+            model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        except RuntimeError as e:  # transformers reports shape mismatches as RuntimeError
+            raise CheckpointError(f"weights in {args[0] if args else kwargs.get('pretrained_model_name_or_path')} do "
+                                  f"not match its config.json ({' '.join(str(e).split())[:300]})") from e
+        missing = sorted(set(info["missing_keys"]) - set(cls._tied_weights_keys))
+        if missing:
+            raise CheckpointError(f"weights in {args[0] if args else '?'} lack {len(missing)} of the model's tensors "
+                                  f"({', '.join(missing[:4])}): the folder is incomplete or damaged; restore it or "
+                                  "save the model again")
+        return (model, info) if want_info else model
+
+    @classmethod
     def from_hf(cls, model_or_path: Any, n_head: int | None = None) -> "GPT2LMModel":
         """Load a transformers `GPT2LMHeadModel`, its state dict (give `n_head` unless it is n_embd / 64),
         or a `save_pretrained` folder (or hub name) of one."""

@@ -35,6 +35,7 @@ from gpt2core.errors import (
 )
 from gpt2core.config import GPT2Config
 from gpt2core.devices import check_device
+from gpt2core.model import GPT2LMModel
 from tasks.cli.main import main
 from tasks.data.registry import get_task
 from tasks.errors import MethodError, TaskError
@@ -376,8 +377,6 @@ class Api:
 
 @pytest.fixture(scope="module")
 def api_ctx(tmp_path_factory, one_thread) -> Any:
-    from gpt2core import GPT2LMModel
-
     torch.manual_seed(0)
     model = GPT2LMModel(GPT2Config.from_preset("tiny", vocab_size=100, n_positions=32)).eval()
     folder = tmp_path_factory.mktemp("api_model")
@@ -465,6 +464,8 @@ API_CASES = [
         "attention_mask must have the shape of input_ids, [1, 3]"),
     Api("load-missing-tensor", lambda ctx: _load(_damaged(ctx, _drop_tensor)), CheckpointError,
         "lack 1 of the model's tensors (transformer.h.0.attn.c_attn.weight)"),
+    Api("from-pretrained-missing-tensor", lambda ctx: GPT2LMModel.from_pretrained(_damaged(ctx, _drop_tensor)),
+        CheckpointError, "lack 1 of the model's tensors (transformer.h.0.attn.c_attn.weight)"),
     Api("load-nan-weights", lambda ctx: _load(_damaged(ctx, _nan_weights)), CheckpointError, "hold NaN or inf values"),
     Api("load-truncated-weights", lambda ctx: _load(_damaged(ctx, _truncate)), CheckpointError, "truncated or corrupt"),
     Api("load-unknown-hub-name-offline", lambda ctx: _load("nonexistent-model"), CheckpointError,

@@ -3,8 +3,10 @@ resume from bit-exactly.
 
 A checkpoint folder holds the model (`save_pretrained`), the tokenizer, `pretrain_config.json` and
 `trainer_state.pt` (a `TrainState`, the optimizer state and every RNG stream). It is built beside and swapped into
-place (`gpt2core.io.atomic_write_dir`), so a listed checkpoint is always complete; a damaged one is named in a
-`CheckpointCorrupt` error and left in place, never deleted.
+place (`gpt2core.io.atomic_write_dir`), so a listed checkpoint is always complete; a damaged one (unreadable, missing
+tensors, NaN/inf weights) is named in a `CheckpointCorrupt` error and left in place, never deleted (a resume falls
+back to the previous one). Weights of another vocabulary or model size are a `CheckpointError`: nothing to fall
+back to, the run's config differs.
 """
 
 from __future__ import annotations

@@ -59,7 +59,10 @@ def train(cfg: PretrainConfig, *, resume: bool = False, init_from: str | os.Path
 
     `resume`: continue from the latest checkpoint in `out_dir` (fresh start if there is none). `init_from`: a
     checkpoint folder (with trainer_state.pt: full resume) or a model folder (weights only, a fresh optimizer).
-    Raises `TrainingDiverged` on a NaN/inf loss and `CheckpointCorrupt` for a damaged checkpoint.
+    A resume passes over corrupt checkpoints to the newest intact one (one log line each); temporaries a killed run
+    left in `out_dir` are removed first. Raises `TrainingDiverged` on a NaN/inf loss, gradient norm or weights (a
+    checkpoint of NaN weights is never written), `CheckpointCorrupt` when no checkpoint can be resumed from and
+    `CheckpointError` for one of another vocabulary or size.
     """
     dist = init_distributed(cfg.device)
     try:
