@@ -122,8 +122,12 @@ def add_finetune_parsers(subparsers: Any) -> None:
     ft.add_argument("--no-progress", action="store_true", help="no progress bars")
     ft.set_defaults(func=run_finetune)
 
-    ev = subparsers.add_parser("eval", help="evaluate a fine-tuned model (or backbone + adapter) on a task",
-                               description=__doc__, formatter_class=fmt)
+    ev = subparsers.add_parser(
+        "eval", help="evaluate a fine-tuned model (or backbone + adapter) on a task", formatter_class=fmt,
+        description="Evaluate what `gpt2suite finetune` saved (its <out>/model folder: a fully fine-tuned model,\n"
+                    "or an adapter / head whose backbone it names) on a split, and write a run record with\n"
+                    "per-example predictions. Input settings come from the same config layers as fine-tuning.\n\n"
+                    "    gpt2suite eval --task sst2 --model runs/finetune/sst2/lora-default-seed0/model [--limit N]")
     ev.add_argument("--task", required=True)
     ev.add_argument("--model", required=True, help="fine-tuned model/adapter folder, or a backbone with --adapter")
     ev.add_argument("--adapter", help="adapter or head folder written by `gpt2suite finetune`")

@@ -96,6 +96,7 @@ def cmd_perplexity(args: argparse.Namespace) -> int:
     task = get_task(args.task) if args.task else default_text_task()
     text_kind(task)  # a task that is not scored as text fails before the model loads
     lm, n_params = _load_lm(args)
+    lm.progress = True  # a bar over the windows: a whole test set takes minutes on a CPU
     result = evaluate_perplexity(lm, task, max_len=args.max_len, stride=args.stride, split=args.split,
                                  max_chars=args.max_chars)
     path = write_perplexity_run(result, args.model, runs_dir=args.runs_dir, total_params=n_params)
@@ -127,7 +128,16 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 def add_fewshot_parsers(subparsers: Any) -> None:
     """Register `fewshot`, `baseline` and `perplexity` on the `gpt2suite` subcommand parser."""
     task_help = _task_help()
-    fs = subparsers.add_parser("fewshot", help="zero/few-shot prompting of a model on a task (run record)")
+    fmt = argparse.RawDescriptionHelpFormatter
+    fs = subparsers.add_parser(
+        "fewshot", help="zero/few-shot prompting of a model on a task (run record)", formatter_class=fmt,
+        description="Prompt a model with K seeded demonstrations from the task's train split (0: zero-shot) and\n"
+                    "score its answers on the eval split. Classification ranks the label answers two ways, as\n"
+                    "lm-evaluation-harness does: summed log-likelihood (accuracy = acc) and log-likelihood per\n"
+                    "answer byte (accuracy_norm = acc_norm); --calibrate applies contextual calibration to each.\n"
+                    "Other kinds generate greedily until a newline. Demos that do not fit the model's window are\n"
+                    "dropped and the record says how many were used.\n\n"
+                    "    gpt2suite fewshot --task sst2 --shots 4 --limit 200 [--calibrate]")
     fs.add_argument("--task", required=True, help=task_help)
     fs.add_argument("--shots", type=int, default=0, help="demonstrations per prompt (0 = zero-shot)")
     fs.add_argument("--seed", type=int, default=0, help="seed of the demo sampler")
@@ -137,7 +147,12 @@ def add_fewshot_parsers(subparsers: Any) -> None:
     _model_args(fs)
     fs.set_defaults(func=cmd_fewshot)
 
-    bl = subparsers.add_parser("baseline", help="a classic baseline on a task (run record)")
+    bl = subparsers.add_parser(
+        "baseline", help="a classic baseline on a task (run record)", formatter_class=fmt,
+        description="Run a classic baseline the task's spec lists (its parameters come from the spec):\n"
+                    "majority, tfidf-lr (classification), best-sentence, best-sentence-span (extractive QA),\n"
+                    "lead-k, copy-source (generation). Scored with the same metrics and record as the models.\n\n"
+                    "    gpt2suite baseline --task sst2 --method tfidf-lr")
     bl.add_argument("--task", required=True, help=task_help)
     bl.add_argument("--method", help="a baseline the task's spec lists under `baselines:` (majority | tfidf-lr, "
                                      "lead-k | copy-source, best-sentence | best-sentence-span); default: the "
@@ -149,8 +164,13 @@ def add_fewshot_parsers(subparsers: Any) -> None:
     bl.add_argument("--runs-dir", help="where records go (default runs/records, ignored by git)")
     bl.set_defaults(func=cmd_baseline)
 
-    pp = subparsers.add_parser("perplexity", help="perplexity and bits per byte of a whole-document task "
-                                                  "(run record)")
+    pp = subparsers.add_parser(
+        "perplexity", help="perplexity and bits per byte of a whole-document task (run record)",
+        formatter_class=fmt,
+        description="Score a language-modelling task's split (WikiText-2 by default) as one document in rolling\n"
+                    "windows: token and word perplexity, bits per byte. Each token is predicted once with at least\n"
+                    "max-len - stride tokens of context (defaults: the model's window, half of it).\n\n"
+                    "    gpt2suite perplexity --split test          # the README's WikiText-2 numbers")
     pp.add_argument("--task", help="a task scored as whole documents (default: the first such spec)")
     pp.add_argument("--split", help="scored split (default: the task's eval split)")
     pp.add_argument("--max-len", type=int, help="window length in tokens (default: the model's n_positions)")

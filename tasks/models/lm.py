@@ -106,6 +106,7 @@ class GPT2LM(LM):
         self.eot = int(model.config.eos_token_id)
         self.share_prefix = share_prefix
         self.min_shared_prefix = min_shared_prefix  # below this, copying the cache costs more than it saves
+        self.progress = False  # a tqdm bar over scoring batches (the perplexity command turns it on)
 
     @classmethod
     def from_path(cls, path: str | os.PathLike, tokenizer: str | os.PathLike | None = None, **kwargs: Any) -> "GPT2LM":
@@ -177,8 +178,11 @@ class GPT2LM(LM):
         # Longest first (as lm-evaluation-harness), so a too-long batch fails at once and padding stays small.
         order = sorted(range(len(pairs)), key=lambda i: -(len(pairs[i][0]) + len(pairs[i][1])))
         results: list[tuple[float, bool] | None] = [None] * len(pairs)
+        from tqdm.auto import tqdm
+
+        starts = range(0, len(order), self.batch_size)
         with torch.inference_mode():
-            for b in range(0, len(order), self.batch_size):
+            for b in tqdm(starts, desc="scoring", unit="batch", disable=not self.progress or len(starts) < 2):
                 idx = order[b:b + self.batch_size]
                 rows = [pairs[i][0][len(prefix):] + pairs[i][1] for i in idx]
                 width = max(len(r) - 1 for r in rows)
