@@ -25,6 +25,16 @@ METHOD_NOTES = [
 def method_notes(result: LeaderboardResult) -> list[str]:
     """METHOD_NOTES, then one line per task of the config that is scored as a whole text."""
     out = list(METHOD_NOTES)
+    rules: dict[str, str] = {}  # how prompted rows answered, from their records (each metric's rule)
+    for cell in result.cells:
+        scoring = (cell.record.config or {}).get("scoring") if cell.record is not None else None
+        if isinstance(scoring, dict):
+            for metric, rule in scoring.items():
+                rules.setdefault(metric_label(metric), str(rule))
+        elif isinstance(scoring, str):
+            rules.setdefault("generated answers", scoring)
+    if rules:
+        out.append("zero-/few-shot rows: " + "; ".join(f"{m} = {r}" for m, r in rules.items()) + ".")
     for task in result.config.tasks:
         if scores_text(task):
             spec = get_task(task)
