@@ -33,7 +33,7 @@ HEADERS = [
     ("n", "examples scored (tokens, for a text scored as a whole)"),
     ("budget", "what the row was given: fine-tuning optimizer steps x batch, training examples / validation "
                "examples the best checkpoint was chosen on; a baseline's training rows; the perplexity window"),
-    ("trainable params", "parameters the method trains (0: none; empty: no parameters recorded)"),
+    ("trained params", "parameters the method trains (0: none; empty: no parameters recorded)"),
     ("train s", "training wall time, seconds"), ("eval s", "evaluation wall time, seconds"),
     ("peak MB", "peak memory, MB"), ("record", "the run record(s) the row is read from"),
 ]
