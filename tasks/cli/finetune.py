@@ -127,7 +127,7 @@ def add_finetune_parsers(subparsers: Any) -> None:
         description="Evaluate what `gpt2suite finetune` saved (its <out>/model folder: a fully fine-tuned model,\n"
                     "or an adapter / head whose backbone it names) on a split, and write a run record with\n"
                     "per-example predictions. Input settings come from the same config layers as fine-tuning.\n\n"
-                    "    gpt2suite eval --task sst2 --model runs/finetune/sst2/lora-default-seed0/model [--limit N]")
+                    "    gpt2suite eval --task TASK --model runs/finetune/TASK/lora-default-seed0/model [--limit N]")
     ev.add_argument("--task", required=True)
     ev.add_argument("--model", required=True, help="fine-tuned model/adapter folder, or a backbone with --adapter")
     ev.add_argument("--adapter", help="adapter or head folder written by `gpt2suite finetune`")

@@ -137,7 +137,7 @@ def add_fewshot_parsers(subparsers: Any) -> None:
                     "answer byte (accuracy_norm = acc_norm); --calibrate applies contextual calibration to each.\n"
                     "Other kinds generate greedily until a newline. Demos that do not fit the model's window are\n"
                     "dropped and the record says how many were used.\n\n"
-                    "    gpt2suite fewshot --task sst2 --shots 4 --limit 200 [--calibrate]")
+                    "    gpt2suite fewshot --task TASK --shots 4 --limit 200 [--calibrate]")
     fs.add_argument("--task", required=True, help=task_help)
     fs.add_argument("--shots", type=int, default=0, help="demonstrations per prompt (0 = zero-shot)")
     fs.add_argument("--seed", type=int, default=0, help="seed of the demo sampler")
@@ -152,7 +152,7 @@ def add_fewshot_parsers(subparsers: Any) -> None:
         description="Run a classic baseline the task's spec lists (its parameters come from the spec):\n"
                     "majority, tfidf-lr (classification), best-sentence, best-sentence-span (extractive QA),\n"
                     "lead-k, copy-source (generation). Scored with the same metrics and record as the models.\n\n"
-                    "    gpt2suite baseline --task sst2 --method tfidf-lr")
+                    "    gpt2suite baseline --task TASK --method tfidf-lr")
     bl.add_argument("--task", required=True, help=task_help)
     bl.add_argument("--method", help="a baseline the task's spec lists under `baselines:` (majority | tfidf-lr, "
                                      "lead-k | copy-source, best-sentence | best-sentence-span); default: the "
@@ -167,10 +167,10 @@ def add_fewshot_parsers(subparsers: Any) -> None:
     pp = subparsers.add_parser(
         "perplexity", help="perplexity and bits per byte of a whole-document task (run record)",
         formatter_class=fmt,
-        description="Score a language-modelling task's split (WikiText-2 by default) as one document in rolling\n"
+        description="Score a language-modelling task's split (the first such spec by default) as one document in\nrolling "
                     "windows: token and word perplexity, bits per byte. Each token is predicted once with at least\n"
                     "max-len - stride tokens of context (defaults: the model's window, half of it).\n\n"
-                    "    gpt2suite perplexity --split test          # the README's WikiText-2 numbers")
+                    "    gpt2suite perplexity --split test          # the README's language-modelling numbers")
     pp.add_argument("--task", help="a task scored as whole documents (default: the first such spec)")
     pp.add_argument("--split", help="scored split (default: the task's eval split)")
     pp.add_argument("--max-len", type=int, help="window length in tokens (default: the model's n_positions)")
