@@ -173,11 +173,14 @@ def test_default_corpus_keeps_the_hash_carved_train_ids(shared_data):
 # ---------------------------------------------------------------------------------------------- training
 
 
-def test_resume_is_bit_exact(texts, prepared, tmp_path):
-    full = train(_cfg(texts, tmp_path, out_dir=str(tmp_path / "full")), log=lambda *_: None)
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_resume_is_bit_exact(texts, prepared, tmp_path, optimizer):
+    full = train(_cfg(texts, tmp_path, out_dir=str(tmp_path / "full"), optimizer=optimizer), log=lambda *_: None)
     assert full["step"] == 6
-    train(_cfg(texts, tmp_path, out_dir=str(tmp_path / "half"), max_steps=3), log=lambda *_: None)
-    resumed = train(_cfg(texts, tmp_path, out_dir=str(tmp_path / "half")), resume=True, log=lambda *_: None)
+    train(_cfg(texts, tmp_path, out_dir=str(tmp_path / "half"), max_steps=3, optimizer=optimizer),
+          log=lambda *_: None)
+    resumed = train(_cfg(texts, tmp_path, out_dir=str(tmp_path / "half"), optimizer=optimizer), resume=True,
+                    log=lambda *_: None)
     assert resumed["step"] == 6
     a, b = _losses(tmp_path / "full"), _losses(tmp_path / "half")
     assert sorted(a) == sorted(b) == [1, 2, 3, 4, 5, 6]
@@ -190,10 +193,11 @@ def test_resume_is_bit_exact(texts, prepared, tmp_path):
     assert (tmp_path / "full" / "loss.png").stat().st_size > 1000
 
 
-def test_ddp_matches_single_process(texts, prepared, tmp_path):
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_ddp_matches_single_process(texts, prepared, tmp_path, optimizer):
     # global batch 2 processes x 4 rows x 1 micro-step == 1 process x 4 rows x 2 micro-steps
     single = _cfg_dict(texts, tmp_path, max_steps=3, out_dir=str(tmp_path / "single"),
-                       corpus={"prepared_dir": str(prepared)})
+                       corpus={"prepared_dir": str(prepared)}, optimizer=optimizer)
     train(config_from_dict(single), log=lambda *_: None)
     ddp = {**single, "grad_accum": 1, "out_dir": str(tmp_path / "ddp"), "threads": 1}
     cfg_file = tmp_path / "ddp.yaml"
@@ -210,6 +214,34 @@ def test_ddp_matches_single_process(texts, prepared, tmp_path):
     for step in a:
         assert abs(a[step] - b[step]) < 1e-5, (step, a[step], b[step])
     assert [p.name for p in list_checkpoints(tmp_path / "ddp")] == ["step_000003"]
+
+
+def test_muon_groups_and_schedule(texts, tmp_path):
+    """Muon gets exactly the blocks' matrices; AdamW the tied embedding, wpe, LayerNorms and biases; the schedule
+    moves both learning rates by the same factor."""
+    from gpt2core.config import GPT2Config
+    from gpt2core.model import GPT2LMModel
+    from gpt2core.pretrain.optim import lr_at, make_optimizer, set_lr
+
+    cfg = _cfg(texts, tmp_path, optimizer="muon", muon_lr=0.05)
+    model = GPT2LMModel(GPT2Config.from_preset("tiny", vocab_size=512))
+    opt = make_optimizer(model, cfg, "cpu")
+    names = {id(p): n for n, p in model.named_parameters()}
+    muon = {names[id(p)] for g in opt.muon.param_groups for p in g["params"]}
+    adamw = {names[id(p)] for g in opt.adamw.param_groups for p in g["params"]}
+    kinds = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+    assert muon == {f"transformer.h.{i}.{k}" for i in range(2) for k in kinds}
+    assert not muon & adamw and muon | adamw == set(names.values())
+    assert "transformer.wte.weight" in adamw and "transformer.wpe.weight" in adamw
+    assert model.lm_head.weight is model.transformer.wte.weight  # tied: trained once, by AdamW
+    for step in (0, 3, 5):
+        set_lr(opt, lr_at(step, cfg, 6))
+        adam_lr, muon_lr = opt.adamw.param_groups[0]["lr"], opt.muon.param_groups[0]["lr"]
+        assert math.isclose(adam_lr / cfg.lr, muon_lr / cfg.muon_lr)
+    with pytest.raises(ConfigError, match=r"optimizer 'moun'.*'muon'"):
+        _cfg(texts, tmp_path, optimizer="moun")
+    with pytest.raises(ConfigError, match=r"muon_momentum"):
+        _cfg(texts, tmp_path, optimizer="muon", muon_momentum=1.5)
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(texts, prepared, tmp_path):

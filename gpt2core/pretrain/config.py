@@ -104,6 +104,13 @@ class PretrainConfig:
     betas: tuple[float, float] = (0.9, 0.95)
     eps: float = 1e-8
     grad_clip: float = 1.0  # 0 disables
+    optimizer: str = "adamw"  # adamw | muon (Muon for the blocks' 2-D matrices, AdamW at `lr` for the rest)
+    muon_lr: float = 0.02  # Muon's peak lr; the warmup + cosine of `lr` scales it by the same factor
+    muon_momentum: float = 0.95
+    muon_nesterov: bool = True
+    muon_ns_steps: int = 5  # Newton-Schulz iterations
+    muon_weight_decay: float = 0.0  # decoupled, like AdamW's: each step shrinks weights by muon_lr * this
+    muon_adjust_lr_fn: str = "original"  # original (Keller: sqrt(max(1, rows/cols))) | match_rms_adamw (Moonshot)
     eval_interval: int = 200
     eval_iters: int = 20
     eval_batch_size: int | None = None  # default: micro_batch_size
@@ -198,6 +205,12 @@ def validate(cfg: PretrainConfig) -> None:
             raise ConfigError(f"unknown key 'model.{key}'" + (f"; did you mean {close[0]!r}?" if close else ""))
     if cfg.dtype not in ("fp32", "bf16"):
         raise ConfigError(f"dtype: {cfg.dtype!r} is not one of fp32, bf16")
+    if cfg.optimizer not in ("adamw", "muon"):
+        raise unknown_name("optimizer", cfg.optimizer, ("adamw", "muon"), "optimizer")
+    if cfg.muon_adjust_lr_fn not in ("original", "match_rms_adamw"):
+        raise ConfigError(f"muon_adjust_lr_fn: {cfg.muon_adjust_lr_fn!r} is not one of original, match_rms_adamw")
+    if cfg.muon_ns_steps < 1:
+        raise ConfigError(f"muon_ns_steps: must be at least 1, got {cfg.muon_ns_steps}")
     if cfg.device not in ("auto", "cpu", "cuda") and not cfg.device.startswith("cuda:"):
         raise ConfigError(f"device: {cfg.device!r} is not one of auto, cpu, cuda")
     for name in ("seq_len", "micro_batch_size", "grad_accum", "eval_iters", "log_interval", "eval_interval",
@@ -243,6 +256,12 @@ def _check_numbers(cfg: PretrainConfig) -> None:
         raise ConfigError(f"betas: each must lie in [0, 1), got {list(cfg.betas)}")
     if not cfg.eps > 0:
         raise ConfigError(f"eps: must be above 0, got {cfg.eps}")
+    if not cfg.muon_lr > 0:
+        raise ConfigError(f"muon_lr: must be above 0, got {cfg.muon_lr}")
+    if not 0 <= cfg.muon_momentum < 1:
+        raise ConfigError(f"muon_momentum: must lie in [0, 1), got {cfg.muon_momentum}")
+    if not 0 <= cfg.muon_weight_decay:
+        raise ConfigError(f"muon_weight_decay: must not be negative, got {cfg.muon_weight_decay}")
     if not cfg.grad_clip >= 0:
         raise ConfigError(f"grad_clip: must be 0 (off) or more, got {cfg.grad_clip}")
     if cfg.max_time_minutes is not None and not cfg.max_time_minutes > 0:
