@@ -193,6 +193,16 @@ def test_resume_is_bit_exact(texts, prepared, tmp_path, optimizer):
     assert (tmp_path / "full" / "loss.png").stat().st_size > 1000
 
 
+def test_resume_with_another_optimizer_says_so(texts, prepared, tmp_path):
+    from gpt2core.errors import CheckpointCorrupt, CheckpointError
+
+    out = str(tmp_path / "run")
+    train(_cfg(texts, tmp_path, out_dir=out, max_steps=3, optimizer="adamw"), log=lambda *_: None)
+    with pytest.raises(CheckpointError, match="trained with `optimizer: adamw` but this run uses `optimizer: muon`") as e:
+        train(_cfg(texts, tmp_path, out_dir=out, optimizer="muon"), resume=True, log=lambda *_: None)
+    assert not isinstance(e.value, CheckpointCorrupt)  # not damage: no fallback to older checkpoints
+
+
 @pytest.mark.parametrize("optimizer", ["adamw", "muon"])
 def test_ddp_matches_single_process(texts, prepared, tmp_path, optimizer):
     # global batch 2 processes x 4 rows x 1 micro-step == 1 process x 4 rows x 2 micro-steps

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from gpt2core.checkpoint import check_weights, read_weights
-from gpt2core.errors import CheckpointCorrupt
+from gpt2core.errors import CheckpointCorrupt, CheckpointError
 from gpt2core.io import atomic_write_dir
 from gpt2core.pretrain.batches import DATA_SCHEME
 from gpt2core.pretrain.config import PretrainConfig
@@ -100,15 +100,32 @@ def load_training_state(path: Path, model: Any, optimizer: torch.optim.Optimizer
     load_weights(path, model)
     try:
         saved = torch.load(path / "trainer_state.pt", map_location="cpu", weights_only=True)
+        _check_optimizer_kind(path, saved.get("optimizer"), optimizer)
         optimizer.load_state_dict(saved["optimizer"])
     except FileNotFoundError:
         raise CheckpointCorrupt(f"checkpoint {path} has no trainer_state.pt; {CORRUPT_HINT}") from None
+    except CheckpointError:
+        raise  # a setting that differs from the checkpoint's is not damage: no fallback to older ones
     except Exception as e:  # torch.load raises many types for a damaged pickle/zip
         raise CheckpointCorrupt(f"checkpoint {path / 'trainer_state.pt'} is corrupt ({type(e).__name__}: {e}); "
                                 f"{CORRUPT_HINT}") from e
     _set_rng_state(saved["rng"])
     names = {f.name for f in dataclasses.fields(TrainState)}
     return TrainState(**{k: v for k, v in saved.items() if k in names})
+
+
+def _optimizer_kind(state: Any) -> str:
+    # the Muon + AdamW pair saves both states under their names; a single optimizer saves torch's usual layout
+    return "muon" if isinstance(state, dict) and set(state) == {"adamw", "muon"} else "adamw"
+
+
+def _check_optimizer_kind(path: Path, saved: Any, optimizer: Any) -> None:
+    ours = _optimizer_kind(optimizer.state_dict())
+    theirs = _optimizer_kind(saved)
+    if ours != theirs:
+        raise CheckpointError(f"checkpoint {path} was trained with `optimizer: {theirs}` but this run uses "
+                              f"`optimizer: {ours}`; set optimizer: {theirs} to resume it, or choose another out_dir "
+                              "to start fresh")
 
 
 def _rng_state() -> dict[str, Any]:
