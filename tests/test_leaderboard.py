@@ -566,8 +566,6 @@ def test_a_slice_renders_the_whole_config_and_never_shrinks_the_table(tmp_path, 
 
 
 def test_the_default_output_folder_is_ignored_by_git():
-    import subprocess
-
     from tasks.evaluation.records import DEFAULT_RUNS_DIR
     from tasks.leaderboard.run import DEFAULT_OUT
 
@@ -591,7 +589,6 @@ def test_peak_memory_is_the_cells_own(tmp_path, monkeypatch):
 
 
 def test_a_run_prints_one_line_per_cell_and_no_library_noise(tmp_path):
-    import subprocess
     import sys
 
     out = subprocess.run([sys.executable, "-m", "tasks.cli.main", "leaderboard", "--config", str(TEST_CONFIG),

@@ -168,6 +168,3 @@ class TaskKind:
 
     def prompt_scoring(self, spec: TaskSpec) -> str:
         return "greedy until " + repr(spec.generation.stop[0] if spec.generation.stop else "EOS")
-
-    def calibrate(self, spec: TaskSpec, lm: Any, scores: list[list[float]], content_free: list[str]) -> Any:
-        raise MethodError(f"calibration applies to classification tasks only; {spec.name} is {self.name}")

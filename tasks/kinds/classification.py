@@ -190,10 +190,6 @@ class Classification(TaskKind):
                       rule_predictions=preds, rule_scores=scores if content_free is not None else {},
                       content_free_probs=cf_probs)
 
-    def calibrate(self, spec: TaskSpec, lm: Any, scores: list[list[float]], content_free: list[str]) -> "Ranked":
-        """`rank_labels` with calibration on the content-free prompts."""
-        return self.rank_labels(spec, lm, scores, content_free)
-
 
 @dataclass
 class Ranked(Prompted):

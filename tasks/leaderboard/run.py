@@ -101,8 +101,7 @@ def run_leaderboard(config: str | os.PathLike | LeaderboardConfig, out: str | os
         # record, the slice's included; cells that have not run yet show as missing.
         done = {s.key: s for s in statuses}
         cells, notes = plan(cfg)
-        statuses = [done.get(k) or st for k, st in
-                    ((st.key, st) for st in _lookup(cfg, cells, store, log, warn=False, rerun=False))]
+        statuses = [done.get(st.key, st) for st in _lookup(cfg, cells, store, log, warn=False, rerun=False)]
         for st in statuses:
             if st.status == "planned":
                 st.status = "missing"
