@@ -26,7 +26,7 @@ from gpt2core.io import atomic_write_dir
 from gpt2core.model import GPT2LMModel
 
 __all__ = ["CheckpointCorrupt", "CheckpointError", "atomic_save_pretrained", "check_weights", "load_model",
-           "read_weights"]
+           "read_folder_weights", "read_weights", "save_hf_folder"]
 
 _TIED = frozenset({"lm_head.weight"})
 
@@ -43,6 +43,20 @@ def read_weights(
         except (SafetensorError, OSError, RuntimeError, ValueError) as e:
             raise error(f"weights file {f} is truncated or corrupt ({e}); {hint}") from e
     return state_dict
+
+
+def read_folder_weights(
+    folder: Path, hint: str, error: type[CheckpointError] = CheckpointError
+) -> dict[str, torch.Tensor]:
+    """`read_weights` with our names and layouts, whether `folder` is ours (model_type "gpt2core") or a vanilla
+    transformers GPT-2 folder (model_type "gpt2": Conv1D matrices transposed, `transformer.` prefixes)."""
+    state_dict = read_weights(folder, hint, error)
+    config_file = folder / "config.json"
+    try:
+        model_type = json.loads(config_file.read_text()).get("model_type") if config_file.is_file() else None
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
+        raise error(f"{config_file} is not valid JSON ({e}); {hint}") from e
+    return convert_hf_state_dict(state_dict) if model_type == "gpt2" else state_dict
 
 
 def _names(names: list[str], n: int = 4) -> str:
@@ -170,6 +184,26 @@ def load_model(
     if dtype is None and model.dtype in (torch.float16, torch.bfloat16):
         dtype = torch.float32  # half-precision storage keeps folders small; compute stays fp32 unless asked
     return model.to(device=device, dtype=dtype).eval()
+
+
+def save_hf_folder(model: GPT2LMModel, tokenizer: Any, out_dir: str | os.PathLike, *, max_shard_size: str = "16MB",
+                   dtype: torch.dtype | None = None, extra: Any = None) -> Path:
+    """Write `model` as a vanilla Hugging Face GPT-2 folder, atomically: `model_type: gpt2`, `GPT2LMHeadModel`
+    safetensors (shards of at most `max_shard_size`), the tokenizer's files (`tokenizer.json`, `vocab.json`,
+    `merges.txt`, `tokenizer_config.json`). Plain transformers, lm-evaluation-harness and every other GPT-2
+    tool open it without importing this project; `load_model` reads it back with identical logits.
+    `extra(tmp_folder)` may add files (a card, a summary) before the folder appears."""
+    hf = model.to_hf()
+    if dtype is not None:
+        hf = hf.to(dtype=dtype)
+
+    def fill(tmp: Path) -> None:
+        hf.save_pretrained(tmp, max_shard_size=max_shard_size)
+        tokenizer.save_pretrained(tmp)
+        if extra is not None:
+            extra(tmp)
+
+    return atomic_write_dir(out_dir, fill)
 
 
 def atomic_save_pretrained(model: Any, out_dir: str | os.PathLike, **kwargs: Any) -> Path:

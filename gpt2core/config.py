@@ -102,3 +102,13 @@ class GPT2Config(PretrainedConfig):
         d, inner = self.n_embd, self.n_inner or 4 * self.n_embd
         n = self.vocab_size * d + self.n_layer * (4 * d * d + 2 * d * inner)
         return 6 * n + 12 * self.n_layer * self.n_head * (d // self.n_head) * seq_len
+
+
+def _register_auto_config() -> None:
+    """`AutoConfig` opens folders of model_type "gpt2core" (see gpt2core.auto_register for when this runs)."""
+    from transformers import AutoConfig
+
+    AutoConfig.register(GPT2Config.model_type, GPT2Config, exist_ok=True)
+
+
+_register_auto_config()

@@ -366,12 +366,12 @@ def causal_lm_loss(
     return total / num_items_in_batch
 
 
-def _register_auto_classes() -> None:
-    """Let `AutoConfig` / `AutoModelForCausalLM.from_pretrained` open our folders (model_type "gpt2core")."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+def _register_auto_model() -> None:
+    """`AutoModelForCausalLM.from_pretrained` opens our folders (model_type "gpt2core"; `gpt2core.config` registers
+    the config; gpt2core.auto_register says when this runs)."""
+    from transformers import AutoModelForCausalLM
 
-    AutoConfig.register(GPT2Config.model_type, GPT2Config, exist_ok=True)
     AutoModelForCausalLM.register(GPT2Config, GPT2LMModel, exist_ok=True)
 
 
-_register_auto_classes()
+_register_auto_model()

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gpt2core.checkpoint import check_weights, read_weights
+from gpt2core.checkpoint import check_weights, read_folder_weights
 from gpt2core.errors import CheckpointCorrupt, CheckpointError
 from gpt2core.io import atomic_write_dir
 from gpt2core.pretrain.batches import DATA_SCHEME
@@ -81,7 +81,7 @@ def load_weights(path: Path, model: Any) -> None:
 
     Weights of another shape (a checkpoint of another vocabulary or model size) are a `CheckpointError`; missing
     tensors, NaN/inf values and unreadable files are a `CheckpointCorrupt` (a resume falls back past those)."""
-    state_dict = read_weights(path, CORRUPT_HINT, CheckpointCorrupt)
+    state_dict = read_folder_weights(path, CORRUPT_HINT, CheckpointCorrupt)
     if not state_dict:
         raise CheckpointCorrupt(f"checkpoint {path} holds no *.safetensors weights; {CORRUPT_HINT}")
     tied = frozenset({"lm_head.weight"} if model.config.tie_word_embeddings else ())

@@ -19,9 +19,10 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
+from gpt2core.checkpoint import save_hf_folder
 from gpt2core.config import GPT2Config
 from gpt2core.errors import CheckpointCorrupt, CheckpointError, ConfigError, TrainingDiverged
-from gpt2core.io import atomic_write_dir, remove_temporaries
+from gpt2core.io import remove_temporaries
 from gpt2core.model import GPT2LMModel
 from gpt2core.paths import expand_path
 from gpt2core.pretrain.batches import DATA_SCHEME, Batches
@@ -367,12 +368,10 @@ class Trainer:
                 self.say(f"{Path(path).name}: ppl {res['ppl']:.2f}, {res['bpb']:.4f} bits/byte over "
                          f"{res['tokens']:,} tokens")
 
-        def fill(tmp: Path) -> None:  # weights, tokenizer and summary appear together, in one rename
-            self.raw_model.save_pretrained(tmp, max_shard_size=cfg.max_shard_size)
-            self.tokenizer.save_pretrained(tmp)
-            write_summary(tmp, summary)
-
-        atomic_write_dir(self.out_dir / "model", fill)
+        # A vanilla Hugging Face GPT-2 folder (weights, tokenizer and summary appear together, in one rename):
+        # the backbone opens in plain transformers, lm-evaluation-harness and every other GPT-2 tool.
+        save_hf_folder(self.raw_model, self.tokenizer, self.out_dir / "model", max_shard_size=cfg.max_shard_size,
+                       extra=lambda tmp: write_summary(tmp, summary))
         write_summary(self.out_dir, summary)
         try:
             summary["plot"] = str(plot_losses(runlog.history, self.out_dir / "loss.png", cfg.plot_path))
