@@ -24,6 +24,7 @@ from gpt2core.errors import CheckpointCorrupt, CheckpointError
 from gpt2core.hf_interop import config_from_hf, convert_hf_state_dict
 from gpt2core.io import atomic_write_dir
 from gpt2core.model import GPT2LMModel
+from gpt2core.tokenizer import save_tokenizer
 
 __all__ = ["CheckpointCorrupt", "CheckpointError", "atomic_save_pretrained", "check_weights", "load_model",
            "read_folder_weights", "read_weights", "save_hf_folder"]
@@ -198,8 +199,9 @@ def save_hf_folder(model: GPT2LMModel, tokenizer: Any, out_dir: str | os.PathLik
         hf = hf.to(dtype=dtype)
 
     def fill(tmp: Path) -> None:
-        hf.save_pretrained(tmp, max_shard_size=max_shard_size)
-        tokenizer.save_pretrained(tmp)
+        with _quiet_loading():  # no "Writing model shards" bar
+            hf.save_pretrained(tmp, max_shard_size=max_shard_size)
+        save_tokenizer(tokenizer, tmp)
         if extra is not None:
             extra(tmp)
 

@@ -59,6 +59,7 @@ def atomic_write_dir(out_dir: str | os.PathLike, fill: Callable[[Path], Any]) ->
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         fill(tmp)
+        _plain_modes(tmp)
         if out.exists():
             old = out.with_name(f".{out.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -70,6 +71,16 @@ def atomic_write_dir(out_dir: str | os.PathLike, fill: Callable[[Path], Any]) ->
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def _plain_modes(folder: Path) -> None:
+    """The modes a plain mkdir / open() would give: mkdtemp makes 0700 folders, and some writers (safetensors
+    via transformers) leave 0600 files, which other users of a shared checkout could not read."""
+    umask = _umask()
+    for root, dirs, files in os.walk(folder):
+        os.chmod(root, 0o777 & ~umask)
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o666 & ~umask)
 
 
 # What the writers above leave when killed: `.NAME.<random>.tmp` files and folders, `.NAME.old` folders, and the

@@ -168,10 +168,7 @@ def train_tokenizer(
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tokenizer-tmp-", dir=out))
     try:
-        with open(tmp / "vocab.json", "w", encoding="utf-8") as f:
-            json.dump(vocab, f, ensure_ascii=False)
-        with open(tmp / "merges.txt", "w", encoding="utf-8") as f:
-            f.write(MERGES_HEADER + "\n" + "".join(m + "\n" for m in merges))
+        _write_gpt2_files(tmp, vocab, merges)
         # tokenizer.json is built from the GPT-2 files just written, so both formats load to the same tokenizer.
         load_tokenizer(tmp).save_pretrained(tmp)
         for name in sorted(os.listdir(tmp)):
@@ -179,6 +176,23 @@ def train_tokenizer(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return load_tokenizer(out)
+
+
+def _write_gpt2_files(folder: Path, vocab: dict[str, int], merges: list[str]) -> None:
+    with open(folder / "vocab.json", "w", encoding="utf-8") as f:
+        json.dump(vocab, f, ensure_ascii=False)
+    with open(folder / "merges.txt", "w", encoding="utf-8") as f:
+        f.write(MERGES_HEADER + "\n" + "".join(m + "\n" for m in merges))
+
+
+def save_tokenizer(tokenizer: PreTrainedTokenizerFast, folder: str | os.PathLike) -> None:
+    """`tokenizer.save_pretrained(folder)` plus GPT-2's own `vocab.json` + `merges.txt`, which transformers 5
+    no longer writes for a fast tokenizer and which older GPT-2 tools (and OpenAI's format) read."""
+    folder = Path(folder)
+    tokenizer.save_pretrained(folder)
+    model = json.loads(tokenizer.backend_tokenizer.to_str())["model"]
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
+    _write_gpt2_files(folder, model["vocab"], merges)
 
 
 def load_tokenizer(path: str | os.PathLike, *, padding_side: str = "right") -> PreTrainedTokenizerFast:

@@ -193,6 +193,11 @@ CLI_CASES = [
         "(transformer.h.0.attn.c_attn.weight)", setup=_model_copy(_drop_tensor), needs_backbone=True),
     Cli("generate-nan-weights", GEN[:2] + ["{tmp}/broken"], "hold NaN or inf values",
         setup=_model_copy(_nan_weights), needs_backbone=True),
+    # convert
+    Cli("convert-out-exists", ["convert", "--model", "{backbone}", "--out", "{tmp}"], "exists; pass --overwrite",
+        needs_backbone=True),
+    Cli("convert-missing-model", ["convert", "--model", "{tmp}/no/such/model", "--out", "{tmp}/out"],
+        "does not exist", after=_no_output("out")),
     Cli("generate-negative-max-new-tokens", GEN + ["--max-new-tokens", "-5"], "max_new_tokens must be"),
     Cli("generate-negative-top-k", GEN + ["--top-k", "-5"], "top_k must be 0 (no top-k cut) or more"),
     Cli("generate-negative-temperature", GEN + ["--temperature", "-1"], "temperature must be 0 (greedy)"),

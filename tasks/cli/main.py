@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from gpt2core.cli import run_command, set_offline_defaults
 
@@ -49,6 +50,34 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    import shutil
+
+    import torch
+
+    from gpt2core.checkpoint import load_model, save_hf_folder
+    from gpt2core.errors import ConfigError
+    from gpt2core.tokenizer import load_tokenizer
+
+    src, out = Path(args.model), Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise ConfigError(f"--out {out} exists; pass --overwrite to replace it (or choose another folder)")
+    model = load_model(src)
+    tokenizer = load_tokenizer(args.tokenizer or args.model)
+
+    def side_files(tmp: Path) -> None:  # a card, plots and logs beside the weights travel with them
+        if not src.is_dir():
+            return
+        for f in sorted(src.iterdir()):
+            if f.is_file() and f.suffix in (".md", ".png", ".jsonl") or f.name.startswith("pretrain_"):
+                shutil.copy2(f, tmp / f.name)
+
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
+    save_hf_folder(model, tokenizer, out, max_shard_size=args.max_shard_size, dtype=dtype, extra=side_files)
+    print(f"{src} -> {out}: a vanilla Hugging Face GPT-2 folder ({model.num_parameters():,} parameters, {args.dtype})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gpt2suite", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -65,6 +94,18 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--stop", action="append", help="stop string (repeatable)")
     gen.add_argument("--device", default="cpu")
     gen.set_defaults(func=cmd_generate)
+
+    conv = sub.add_parser("convert", help="write a model as a vanilla Hugging Face GPT-2 folder (model_type gpt2)",
+                          description="Any folder load_model reads (ours, a transformers GPT-2, a hub name) -> a "
+                                      "GPT2LMHeadModel folder that plain transformers and lm-evaluation-harness "
+                                      "open. Cards, plots and logs beside the weights are copied along.")
+    conv.add_argument("--model", required=True, help="model folder or hub name")
+    conv.add_argument("--tokenizer", help="tokenizer folder (default: the model folder)")
+    conv.add_argument("--out", required=True, help="output folder")
+    conv.add_argument("--dtype", choices=("fp16", "bf16", "fp32"), default="fp32", help="storage precision")
+    conv.add_argument("--max-shard-size", default="16MB")
+    conv.add_argument("--overwrite", action="store_true", help="replace --out if it exists (atomically)")
+    conv.set_defaults(func=cmd_convert)
 
     tok = sub.add_parser("tokenizer", help="tokenizer tools")
     tok_sub = tok.add_subparsers(dest="tokenizer_command", required=True)
