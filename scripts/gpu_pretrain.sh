@@ -3,9 +3,9 @@
 # AdamW (configs/pretrain/gpu.yaml). Needs only python3 with torch, transformers, tokenizers, safetensors, numpy,
 # pyyaml, tqdm (and matplotlib for the plot): the repo is copied there without its venv.
 #
-#   1. here:  gpt2suite pretrain --config configs/pretrain/gpu.yaml --prepare-only --export-shards .dev/shards/default
+#   1. here:  gpt2suite pretrain --config configs/pretrain/gpu.yaml --prepare-only --export-shards .dev/shards/v2
 #   2. copy the repo (with .dev/shards, without .venv) to the GPU machine, then there:
-#      SHARDS=.dev/shards/default OUT_DIR=/path/to/out MINUTES=20 scripts/gpu_pretrain.sh
+#      SHARDS=.dev/shards/v2 OUT_DIR=/path/to/out MINUTES=20 scripts/gpu_pretrain.sh
 #
 # Variables: SHARDS (packed shards folder, required), OUT_DIR (default $OUT), CONFIG (default
 # configs/pretrain/gpu.yaml), MINUTES (training budget, default 20), INIT (a checkpoint folder to continue from, or

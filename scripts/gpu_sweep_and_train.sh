@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# The run that made today's default backbone from the v1 (English) corpus; backbone v2 uses scripts/gpu_backbone_v2.sh.
 # One H200 session that picks and trains the default backbone:
 #   1. a sweep at equal compute (FLOPS each, nanoGPT's 6N + 12LHQT per token) of three sizes with the 8,192-token
 #      BPE and the middle size with a 16,384-token BPE; the four runs share the GPU concurrently (small models
