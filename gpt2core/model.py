@@ -337,12 +337,16 @@ class GPT2LMModel(PreTrainedModel, GenerationMixin):
         """Load a transformers `GPT2LMHeadModel`, its state dict (give `n_head` unless it is n_embd / 64),
         or a `save_pretrained` folder (or hub name) of one."""
         config, state_dict = hf_weights(model_or_path, n_head=n_head)
-        model = cls(config)
-        missing, unexpected = model.load_state_dict(state_dict, strict=False)
+        # Built on the meta device and given the loaded tensors: no random init to throw away, and the global RNG
+        # is left as it was, so a seeded run draws the same numbers whichever format its backbone came in.
+        with torch.device("meta"):
+            model = cls(config)
+        missing, unexpected = model.load_state_dict(state_dict, strict=False, assign=True)
         missing = [k for k in missing if k != "lm_head.weight"]  # tied to wte
         if missing or unexpected:
             raise CheckpointError(f"checkpoint does not match GPT-2: missing {missing[:5]}, unexpected "
                                   f"{unexpected[:5]}; pass a GPT-2 model, folder or state dict")
+        model.tie_weights()
         return model
 
     def to_hf(self) -> Any:

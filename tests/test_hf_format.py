@@ -55,9 +55,13 @@ def test_saved_folder_opens_in_plain_transformers(tmp_path, tiny_backbone):
     assert printed.strip().endswith("[]"), f"the project was imported: {printed}"  # no gpt2core, no tasks
     got = torch.load(tmp_path / "out.pt")
     assert got["ids"].tolist() == load_tokenizer(tiny_backbone)(TEXT, return_tensors="pt").input_ids.tolist()
+    rng = torch.get_rng_state()
+    back_model = load_model(folder)
+    # loading draws no random numbers: a seeded fine-tuning run is the same whichever format its backbone has
+    assert torch.equal(torch.get_rng_state(), rng)
     with torch.no_grad():
         # the other direction: the vanilla folder back into GPT2LMModel gives the very logits of the original
-        back = load_model(folder)(got["ids"]).logits
+        back = back_model(got["ids"]).logits
         original = ours(got["ids"]).logits
     assert torch.equal(back, original)
     torch.testing.assert_close(got["logits"], original, atol=1e-4, rtol=1e-4)  # transformers' own kernels
