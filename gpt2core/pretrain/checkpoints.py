@@ -6,7 +6,7 @@ A checkpoint folder holds the model (`save_pretrained`), the tokenizer, `pretrai
 place (`gpt2core.io.atomic_write_dir`), so a listed checkpoint is always complete; a damaged one (unreadable, missing
 tensors, NaN/inf weights) is named in a `CheckpointCorrupt` error and left in place, never deleted (a resume falls
 back to the previous one). Weights of another vocabulary or model size are a `CheckpointError`: nothing to fall
-back to, the run's config differs.
+back to, the run's config differs. (FSDP runs write sharded checkpoints instead: `gpt2core.pretrain.sharding`.)
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from gpt2core.io import atomic_write_dir
 from gpt2core.pretrain.batches import DATA_SCHEME
 from gpt2core.pretrain.config import PretrainConfig
 
-__all__ = ["CORRUPT_HINT", "CheckpointCorrupt", "TrainState", "list_checkpoints", "load_training_state", "load_weights",
-           "save_checkpoint"]
+__all__ = ["CORRUPT_HINT", "CheckpointCorrupt", "TrainState", "checkpoint_path", "list_checkpoints",
+           "load_training_state", "load_weights", "prune_checkpoints", "save_checkpoint"]
 
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 CORRUPT_HINT = "it is left in place; delete or move it to resume from the previous checkpoint"
@@ -66,18 +66,27 @@ def save_checkpoint(out_dir: Path, model: Any, tokenizer: Any, optimizer: torch.
     def fill(tmp: Path) -> None:
         model.save_pretrained(tmp, max_shard_size=cfg.max_shard_size)
         tokenizer.save_pretrained(tmp)
-        torch.save({**dataclasses.asdict(state), "optimizer": optimizer.state_dict(), "rng": _rng_state()},
+        torch.save({**dataclasses.asdict(state), "optimizer": optimizer.state_dict(), "rng": rng_state()},
                    tmp / "trainer_state.pt")
         (tmp / "pretrain_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
 
-    final = atomic_write_dir(out_dir / "checkpoints" / f"step_{state.step:06d}", fill)
-    for old in list_checkpoints(out_dir)[:-cfg.keep_last_k]:
-        shutil.rmtree(old, ignore_errors=True)
+    final = atomic_write_dir(checkpoint_path(out_dir, state.step), fill)
+    prune_checkpoints(out_dir, cfg.keep_last_k)
     return final
 
 
+def checkpoint_path(out_dir: Path, step: int) -> Path:
+    return out_dir / "checkpoints" / f"step_{step:06d}"
+
+
+def prune_checkpoints(out_dir: Path, keep_last_k: int) -> None:
+    """Keep only the newest `keep_last_k` checkpoints."""
+    for old in list_checkpoints(out_dir)[:-keep_last_k]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def load_weights(path: Path, model: Any) -> None:
-    """Load a checkpoint's (or a model folder's) weights into `model` in place.
+    """Load a checkpoint's (or a model folder's) weights into `model` in place (plain or sharded by FSDP).
 
     Weights of another shape (a checkpoint of another vocabulary or model size) are a `CheckpointError`; missing
     tensors, NaN/inf values and unreadable files are a `CheckpointCorrupt` (a resume falls back past those)."""
@@ -90,9 +99,21 @@ def load_weights(path: Path, model: Any) -> None:
            f"vocabulary and model settings, or train with the checkpoint's tokenizer "
            f"(--set corpus.tokenizer.path={path})")
     check_weights(state_dict, expected, f"checkpoint {path}", fit, CheckpointCorrupt, tied, CORRUPT_HINT)
+    if is_sharded_model(model):  # FSDP: each rank keeps its shard of the full tensors
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        set_model_state_dict(model, state_dict, options=StateDictOptions(full_state_dict=True, strict=False))
+        return
     model.load_state_dict(state_dict, strict=False)
     if model.config.tie_word_embeddings:
         model.tie_weights()
+
+
+def is_sharded_model(model: Any) -> bool:
+    """Whether `model`'s parameters are FSDP shards (DTensors)."""
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(p, DTensor) for p in model.parameters())
 
 
 def load_training_state(path: Path, model: Any, optimizer: torch.optim.Optimizer) -> TrainState:
@@ -109,7 +130,7 @@ def load_training_state(path: Path, model: Any, optimizer: torch.optim.Optimizer
     except Exception as e:  # torch.load raises many types for a damaged pickle/zip
         raise CheckpointCorrupt(f"checkpoint {path / 'trainer_state.pt'} is corrupt ({type(e).__name__}: {e}); "
                                 f"{CORRUPT_HINT}") from e
-    _set_rng_state(saved["rng"])
+    set_rng_state(saved["rng"])
     names = {f.name for f in dataclasses.fields(TrainState)}
     return TrainState(**{k: v for k, v in saved.items() if k in names})
 
@@ -120,15 +141,17 @@ def _optimizer_kind(state: Any) -> str:
 
 
 def _check_optimizer_kind(path: Path, saved: Any, optimizer: Any) -> None:
-    ours = _optimizer_kind(optimizer.state_dict())
-    theirs = _optimizer_kind(saved)
+    check_optimizer_kind(path, _optimizer_kind(saved), _optimizer_kind(optimizer.state_dict()))
+
+
+def check_optimizer_kind(path: Path, theirs: str, ours: str) -> None:
     if ours != theirs:
         raise CheckpointError(f"checkpoint {path} was trained with `optimizer: {theirs}` but this run uses "
                               f"`optimizer: {ours}`; set optimizer: {theirs} to resume it, or choose another out_dir "
                               "to start fresh")
 
 
-def _rng_state() -> dict[str, Any]:
+def rng_state() -> dict[str, Any]:
     np_state = np.random.get_state()
     return {
         "python": random.getstate(),
@@ -140,7 +163,7 @@ def _rng_state() -> dict[str, Any]:
     }
 
 
-def _set_rng_state(state: dict[str, Any]) -> None:
+def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
     n = state["numpy"]
     np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],

@@ -3,6 +3,7 @@
     gpt2suite pretrain --config configs/pretrain/tiny.yaml [--resume] [--max-steps N] [--out DIR] [--set KEY=VALUE]
     gpt2suite pretrain --config configs/pretrain/default.yaml --prepare-only [--export-shards .dev/shards]
     torchrun --standalone --nproc_per_node=2 -m gpt2core.pretrain.cli pretrain --config ...   (DDP)
+    torchrun --standalone --nproc_per_node=8 -m gpt2core.pretrain.cli pretrain --config ... --set parallelism=fsdp
 
 Also runnable without the suite's CLI: `python -m gpt2core.pretrain.cli pretrain ...`.
 """

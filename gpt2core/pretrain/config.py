@@ -23,6 +23,9 @@ from gpt2core.typed_config import from_dict as _from_dict
 from gpt2core.typed_config import read_yaml, unknown_name
 
 
+PARALLELISMS = ("ddp", "fsdp")
+
+
 @dataclass
 class KeepRule:
     """Keep only the JSONL records in one part of a split carved by a stable hash of a record field.
@@ -121,6 +124,9 @@ class PretrainConfig:
     dtype: str = "fp32"  # fp32 | bf16 (autocast; weights and optimizer stay fp32)
     compile: bool = False
     device: str = "auto"  # auto | cpu | cuda
+    # ddp: every rank holds the whole model and optimizer; fsdp (under torchrun): each transformer block and the
+    # root are sharded over the ranks (torch FSDP2, fully_shard), checkpoints are sharded (torch.distributed.checkpoint)
+    parallelism: str = "ddp"
     threads: int | None = None  # torch CPU threads (default: torch's choice)
     seed: int = 1337
     out_dir: str = "runs/pretrain"
@@ -207,6 +213,8 @@ def validate(cfg: PretrainConfig) -> None:
         raise ConfigError(f"dtype: {cfg.dtype!r} is not one of fp32, bf16")
     if cfg.optimizer not in ("adamw", "muon"):
         raise unknown_name("optimizer", cfg.optimizer, ("adamw", "muon"), "optimizer")
+    if cfg.parallelism not in PARALLELISMS:
+        raise unknown_name("parallelism", cfg.parallelism, PARALLELISMS, "parallelism")
     if cfg.muon_adjust_lr_fn not in ("original", "match_rms_adamw"):
         raise ConfigError(f"muon_adjust_lr_fn: {cfg.muon_adjust_lr_fn!r} is not one of original, match_rms_adamw")
     if cfg.muon_ns_steps < 1:

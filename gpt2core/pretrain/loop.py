@@ -1,9 +1,10 @@
-"""The pretraining loop: AdamW + warmup/cosine, gradient accumulation, bf16 autocast, DDP, checkpoints, resume.
+"""The pretraining loop: AdamW + warmup/cosine, gradient accumulation, bf16 autocast, DDP or FSDP, checkpoints,
+resume.
 
 `train(cfg)` sets a run up (`Trainer`), restores it from a checkpoint when asked, steps it to `max_steps` (or the
 time budget) and finishes it: the final model folder, held-out perplexities, `summary.json` and the loss plot.
-How batches are drawn (`batches`), the optimizer (`optim`), checkpoints (`checkpoints`), processes (`distributed`)
-and the run's files (`runlog`) each live in their own module.
+How batches are drawn (`batches`), the optimizer (`optim`), checkpoints (`checkpoints`; sharded ones: `sharding`),
+processes (`distributed`) and the run's files (`runlog`) each live in their own module.
 """
 
 from __future__ import annotations
@@ -43,12 +44,22 @@ from gpt2core.pretrain.distributed import (
     barrier,
     init_distributed,
     resolve_device,
+    shard_model,
     shutdown,
     wrap_model,
 )
 from gpt2core.pretrain.optim import lr_at, make_optimizer, set_lr
 from gpt2core.pretrain.prepared import load_tokens, read_manifest
 from gpt2core.pretrain.runlog import RunLog, mfu, plot_losses, write_summary
+from gpt2core.pretrain.sharding import (
+    full_model,
+    is_sharded_checkpoint,
+    load_sharded_state,
+    load_whole_into_sharded,
+    local,
+    save_sharded_checkpoint,
+    whole,
+)
 from gpt2core.tokenizer import load_tokenizer
 
 __all__ = ["CheckpointCorrupt", "TrainingDiverged", "Trainer", "build_model", "train"]
@@ -65,7 +76,7 @@ def train(cfg: PretrainConfig, *, resume: bool = False, init_from: str | os.Path
     checkpoint of NaN weights is never written), `CheckpointCorrupt` when no checkpoint can be resumed from and
     `CheckpointError` for one of another vocabulary or size.
     """
-    dist = init_distributed(cfg.device)
+    dist = init_distributed(cfg.device, cfg.parallelism)
     try:
         device = resolve_device(cfg.device, dist.local_rank)
         trainer = Trainer(cfg, dist, device, log if dist.is_main else (lambda *_: None))
@@ -129,7 +140,11 @@ class Trainer:
         self.max_steps = math.ceil(cfg.max_tokens / self.tokens_per_step) if cfg.max_tokens else cfg.max_steps
 
         torch.manual_seed(cfg.seed)
-        self.raw_model = build_model(cfg, self.tokenizer).to(device)
+        self.fsdp = cfg.parallelism == "fsdp"
+        model = build_model(cfg, self.tokenizer)
+        # FSDP moves each block to the device as it shards it, so no device holds the whole model (and it comes
+        # before the optimizer, which must hold the shards)
+        self.raw_model = shard_model(model, device) if self.fsdp else model.to(device)
         self.optimizer = make_optimizer(self.raw_model, cfg, device.type)
         self.state = TrainState()
         self.last_ckpt: Path | None = None  # the newest checkpoint of this run: where a diverged run can restart
@@ -187,7 +202,12 @@ class Trainer:
                                 "choose another --out) to start from scratch")
 
     def _load_state(self, ckpt: Path) -> None:
-        self.state = load_training_state(ckpt, self.raw_model, self.optimizer)
+        if is_sharded_checkpoint(ckpt):  # DCP reshards: also into a DDP run or another number of ranks
+            self.state = load_sharded_state(ckpt, self.raw_model, self.optimizer, self.dist, self.device)
+        elif self.fsdp:  # a DDP checkpoint: each rank reads it whole, then keeps its shards
+            self.state = load_whole_into_sharded(ckpt, self.raw_model, self.optimizer, self.cfg)
+        else:
+            self.state = load_training_state(ckpt, self.raw_model, self.optimizer)
         world, tps = self.state.world_size, self.state.tokens_per_step
         if (world or self.dist.world) != self.dist.world or (tps or self.tokens_per_step) != self.tokens_per_step:
             self.say(f"note: {ckpt} was written with world_size={world} and {tps} tokens/step; continuing "
@@ -205,8 +225,9 @@ class Trainer:
             x, y = self.batches.train_batch(self.state.step, micro)
             if device.type == "cuda":
                 x, y = x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
-            sync = not self.dist.enabled or micro == cfg.grad_accum - 1  # DDP: all-reduce on the last one only
-            with (contextlib.nullcontext() if sync else model.no_sync()), self.autocast:
+            # DDP: all-reduce on the last micro-step only; FSDP reduce-scatters each one (gradients stay sharded)
+            defer = self.dist.enabled and not self.fsdp and micro < cfg.grad_accum - 1
+            with (model.no_sync() if defer else contextlib.nullcontext()), self.autocast:
                 logits = model(input_ids=x).logits
                 loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
             (loss / cfg.grad_accum).backward()
@@ -215,7 +236,7 @@ class Trainer:
         if not math.isfinite(loss_mean):
             self.optimizer.zero_grad(set_to_none=True)
             return loss_mean, None
-        grad_norm = (torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), cfg.grad_clip)
+        grad_norm = (whole(torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), cfg.grad_clip))
                      if cfg.grad_clip > 0 else None)
         if grad_norm is not None and not math.isfinite(float(grad_norm)):  # the update would make the weights NaN
             self.optimizer.zero_grad(set_to_none=True)
@@ -228,25 +249,32 @@ class Trainer:
     def evaluate(self, model: torch.nn.Module) -> float:
         """Mean validation loss over `eval_iters` fixed batches, shared out among the ranks."""
         cfg, d = self.cfg, self.dist
-        eval_model = model.module if d.enabled else model  # no DDP hooks for forward-only passes
+        eval_model = model.module if d.enabled and not self.fsdp else model  # no DDP hooks for forward-only passes
         model.eval()
         total = torch.zeros((), device=self.device)
-        for i in range(d.rank, cfg.eval_iters, d.world):
-            x, y = self.batches.val_batch(i)
+        # FSDP: each forward gathers shards from every rank, so all ranks run as many (the extra ones count nothing)
+        end = -(-cfg.eval_iters // d.world) * d.world if self.fsdp else cfg.eval_iters
+        for i in range(d.rank, end, d.world):
+            x, y = self.batches.val_batch(i % cfg.eval_iters)
             with self.autocast:
                 logits = eval_model(input_ids=x.to(self.device)).logits
-            total += F.cross_entropy(logits.float().flatten(0, 1), y.to(self.device).flatten())
+            if i < cfg.eval_iters:
+                total += F.cross_entropy(logits.float().flatten(0, 1), y.to(self.device).flatten())
         model.train()
         total = all_reduce_mean(total, d) * d.world  # sum over ranks
         return float(total) / cfg.eval_iters
 
     def checkpoint(self, elapsed: float) -> Path | None:
-        """Save a checkpoint (main process) and wait for it on every rank; its path on the main process."""
+        """Save a checkpoint (main process; FSDP: every rank its shards) and wait for it on every rank; its path on
+        the main process (FSDP: on every rank)."""
         path = None
-        if self.dist.is_main:
-            state = dataclasses.replace(self.state, elapsed=elapsed, world_size=self.dist.world,
-                                        tokens_per_step=self.tokens_per_step, seed=self.cfg.seed, data=DATA_SCHEME,
-                                        corpus_key=self.manifest["key"])
+        state = dataclasses.replace(self.state, elapsed=elapsed, world_size=self.dist.world,
+                                    tokens_per_step=self.tokens_per_step, seed=self.cfg.seed, data=DATA_SCHEME,
+                                    corpus_key=self.manifest["key"])
+        if self.fsdp:
+            path = save_sharded_checkpoint(self.out_dir, self.raw_model, self.tokenizer, self.optimizer, state,
+                                           self.cfg, self.dist)
+        elif self.dist.is_main:
             path = save_checkpoint(self.out_dir, self.raw_model, self.tokenizer, self.optimizer, state, self.cfg)
         barrier(self.dist)
         self.last_ckpt = path
@@ -260,7 +288,7 @@ class Trainer:
 
         cfg, d, state = self.cfg, self.dist, self.state
         model: Any = torch.compile(self.raw_model) if cfg.compile else self.raw_model
-        model = wrap_model(model, d, self.device)
+        model = wrap_model(model, d, self.device, cfg.parallelism)
         runlog = RunLog(self.out_dir, d.is_main, state.step)
         n_params = sum(p.numel() for p in self.raw_model.parameters())
         fpt = self.raw_model.config.flops_per_token(cfg.seq_len)
@@ -333,12 +361,12 @@ class Trainer:
 
     def _check_weights(self, runlog: RunLog, bar: Any) -> None:
         """A checkpoint of NaN/inf weights is never written (nor reported as good): stop the run instead."""
-        bad = [n for n, p in self.raw_model.named_parameters() if not bool(torch.isfinite(p).all())]
-        if bad:
+        bad = [n for n, p in self.raw_model.named_parameters() if not bool(torch.isfinite(local(p)).all())]
+        if any_rank(bool(bad), self.dist, self.device):  # FSDP: a rank sees only its shards; all ranks stop
             bar.close()
+            what = f"{len(bad)} tensors, e.g. {bad[0]}" if bad else "in another rank's shards"
             self._diverged(runlog, self.state.step, f"the weights hold NaN or inf after step {self.state.step} "
-                           f"({len(bad)} tensors, e.g. {bad[0]}) although its loss was finite; no checkpoint was "
-                           "written for it")
+                           f"({what}) although its loss was finite; no checkpoint was written for it")
 
     def _diverged(self, runlog: RunLog, step: int, what: str) -> None:
         where = (f"the last good checkpoint is {self.last_ckpt}" if self.last_ckpt
@@ -352,15 +380,19 @@ class Trainer:
         val = runlog.last_val()
         if val:
             summary["val_loss"], summary["val_ppl"] = val["val_loss"], val["val_ppl"]
+        # FSDP: the shards are gathered into one plain model on rank 0 (collective); DDP: every rank has it whole
+        final = full_model(self.raw_model, self.dist) if self.fsdp else self.raw_model
         if not self.dist.is_main:
             return summary
         summary["model"] = str(self.out_dir / "model")
         if cfg.ppl_eval:
             from gpt2core.pretrain.evaluate import evaluate_perplexity
 
+            final = final.to(self.device)
+
             summary["ppl_eval"] = {}
             for path in cfg.ppl_eval:
-                res = evaluate_perplexity(self.raw_model, self.tokenizer, expand_path(path), cfg.seq_len,
+                res = evaluate_perplexity(final, self.tokenizer, expand_path(path), cfg.seq_len,
                                           cfg.ppl_eval_stride or cfg.seq_len // 2, max_chars=cfg.ppl_eval_max_chars,
                                           batch_size=cfg.eval_batch_size or cfg.micro_batch_size,
                                           dtype=torch.bfloat16 if cfg.dtype == "bf16" else None)
@@ -370,7 +402,7 @@ class Trainer:
 
         # A vanilla Hugging Face GPT-2 folder (weights, tokenizer and summary appear together, in one rename):
         # the backbone opens in plain transformers, lm-evaluation-harness and every other GPT-2 tool.
-        save_hf_folder(self.raw_model, self.tokenizer, self.out_dir / "model", max_shard_size=cfg.max_shard_size,
+        save_hf_folder(final, self.tokenizer, self.out_dir / "model", max_shard_size=cfg.max_shard_size,
                        extra=lambda tmp: write_summary(tmp, summary))
         write_summary(self.out_dir, summary)
         try:
