@@ -347,6 +347,7 @@ class GPT2LMModel(PreTrainedModel, GenerationMixin):
             raise CheckpointError(f"checkpoint does not match GPT-2: missing {missing[:5]}, unexpected "
                                   f"{unexpected[:5]}; pass a GPT-2 model, folder or state dict")
         model.tie_weights()
+        mark_loaded(model)
         return model
 
     def to_hf(self) -> Any:
@@ -354,6 +355,15 @@ class GPT2LMModel(PreTrainedModel, GenerationMixin):
         this model is training)."""
         hf = to_hf(self.config, self.state_dict())
         return hf.to(dtype=self.dtype).eval() if not self.training else hf
+
+
+def mark_loaded(model: nn.Module) -> None:
+    """Flag every module and tensor as holding loaded weights, as transformers' `from_pretrained` does: a
+    `PreTrainedModel` built around this one (a task head) would otherwise re-initialise it in its `post_init`."""
+    for module in model.modules():
+        module._is_hf_initialized = True
+        for t in (*module.parameters(recurse=False), *module.buffers(recurse=False)):
+            t._is_hf_initialized = True
 
 
 def causal_lm_loss(

@@ -150,3 +150,16 @@ def test_lm_evaluation_harness_runs_on_the_default_backbone(tmp_path, shared_dat
     assert out.returncode == 0, out.stderr[-3000:]
     results = json.loads(next((tmp_path / "out").rglob("results*.json")).read_text())["results"]["local_text"]
     assert results["bits_per_byte,none"] == pytest.approx(_our_bits_per_byte(DEFAULT, texts), rel=1e-4)
+
+
+def test_a_task_head_keeps_the_weights_of_a_vanilla_folder(tmp_path, tiny_backbone):
+    """transformers' post_init re-initialises every module not flagged as loaded: a head around a backbone read
+    from a vanilla folder (built on the meta device) once got a random backbone and fine-tuned at chance."""
+    from tasks.models.heads import GPT2ForSequenceClassification
+
+    folder = save_hf_folder(load_model(tiny_backbone), load_tokenizer(tiny_backbone), tmp_path / "hf")
+    backbone = load_model(folder)
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    head = GPT2ForSequenceClassification.from_backbone(backbone, num_labels=3)
+    after = head.backbone.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in before.items())

@@ -23,7 +23,7 @@ from transformers import PreTrainedModel
 from transformers.modeling_outputs import ModelOutput
 
 from gpt2core.config import GPT2Config
-from gpt2core.model import GPT2LMModel
+from gpt2core.model import GPT2LMModel, mark_loaded
 
 
 @dataclass
@@ -51,6 +51,8 @@ class GPT2HeadModel(PreTrainedModel):
 
     def __init__(self, config: GPT2Config, backbone: GPT2LMModel | None = None):
         super().__init__(config)
+        if backbone is not None:
+            mark_loaded(backbone)  # trained weights: post_init below must not re-initialise them, however loaded
         self.backbone = backbone if backbone is not None else GPT2LMModel(config)
         self._build_head(config)
         # Positions at the start of the sequence that are not input tokens: PEFT's prompt tuning prepends its
