@@ -125,6 +125,9 @@ def _offline() -> bool:
 
 def _load_folder(folder: Path, hint: str) -> GPT2LMModel:
     config_file = folder / "config.json"
+    if (folder / "sharded").is_dir() and not config_file.exists():  # gpt2core.pretrain.sharding's layout
+        raise CheckpointError(f"{folder} is a sharded (FSDP) training checkpoint, one file per rank: make it one "
+                              f"model folder first with `gpt2suite convert --model {folder} --out <folder>`")
     if not config_file.exists():
         raise CheckpointError(f"{folder} has no config.json: it is not a saved model folder; {hint}")
     try:

@@ -237,3 +237,16 @@ def test_fsdp_needs_torchrun_and_a_known_name(texts, prepared, tmp_path, monkeyp
 
 if __name__ == "__main__":
     _worker(sys.argv[1])
+
+
+def test_a_sharded_checkpoint_converts_from_the_command_line(runs, tmp_path):
+    from tasks.cli.main import main
+
+    tmp, _ = runs
+    ckpt = list_checkpoints(tmp / "fsdp")[-1]
+    with pytest.raises(CheckpointError, match="sharded .FSDP. training checkpoint.*gpt2suite convert"):
+        load_model(ckpt)
+    assert main(["convert", "--model", str(ckpt), "--out", str(tmp_path / "one")]) == 0
+    final = load_model(tmp / "fsdp" / "model").state_dict()
+    ours = load_model(tmp_path / "one").state_dict()
+    assert all(torch.equal(ours[k], final[k]) for k in final)

@@ -57,12 +57,14 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
     from gpt2core.checkpoint import load_model, save_hf_folder
     from gpt2core.errors import ConfigError
+    from gpt2core.pretrain.sharding import consolidate, is_sharded_checkpoint
     from gpt2core.tokenizer import load_tokenizer
 
     src, out = Path(args.model), Path(args.out)
     if out.exists() and not args.overwrite:
         raise ConfigError(f"--out {out} exists; pass --overwrite to replace it (or choose another folder)")
-    model = load_model(src)
+    # a sharded (FSDP) training checkpoint is gathered into one model first
+    model = consolidate(src) if is_sharded_checkpoint(src) else load_model(src)
     tokenizer = load_tokenizer(args.tokenizer or args.model)
 
     def side_files(tmp: Path) -> None:  # a card, plots and logs beside the weights travel with them
@@ -96,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.set_defaults(func=cmd_generate)
 
     conv = sub.add_parser("convert", help="write a model as a vanilla Hugging Face GPT-2 folder (model_type gpt2)",
-                          description="Any folder load_model reads (ours, a transformers GPT-2, a hub name) -> a "
+                          description="Any folder load_model reads (ours, a transformers GPT-2, a hub name) or a sharded "
+                                      "(FSDP) training checkpoint -> a "
                                       "GPT2LMHeadModel folder that plain transformers and lm-evaluation-harness "
                                       "open. Cards, plots and logs beside the weights are copied along.")
     conv.add_argument("--model", required=True, help="model folder or hub name")
