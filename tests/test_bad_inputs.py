@@ -218,6 +218,8 @@ CLI_CASES = [
     # pretrain: the config
     Cli("pretrain-missing-config", ["pretrain", "--config", "{tmp}/nope.yaml"], "nope.yaml does not exist"),
     Cli("pretrain-unknown-key", ["{pretrain}", "--set", "lerning_rate=1"], "unknown key 'lerning_rate'"),
+    Cli("pretrain-misspelt-parallelism", ["{pretrain}", "--set", "parallelism=fdsp"], "Did you mean 'fsdp'"),
+    Cli("pretrain-fsdp-without-torchrun", ["{pretrain}", "--set", "parallelism=fsdp"], "torchrun"),
     Cli("pretrain-unknown-model-key", ["{pretrain}", "--set", "model.n_layers=3"], "did you mean 'n_layer'"),
     Cli("pretrain-unknown-preset", ["{pretrain}", "--set", "preset=gpt3"], "unknown preset 'gpt3'"),
     Cli("pretrain-set-without-value", ["{pretrain}", "--set", "max_steps"], "expected KEY=VALUE"),
