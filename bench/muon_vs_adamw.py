@@ -24,8 +24,9 @@ def run(name: str, overrides: dict, args: argparse.Namespace) -> dict:
     base = {"max_steps": args.steps, "warmup_steps": args.warmup, "eval_interval": args.steps,
             "eval_iters": args.eval_iters, "log_interval": 50, "checkpoint_interval": 10**6, "ppl_eval": [],
             "progress": False, "preset": args.preset, "out_dir": str(Path(args.out) / name)}
-    cfg = load_config(REPO / "configs" / "pretrain" / "tiny.yaml", {**base, **overrides})
-    cfg.min_lr = cfg.lr / 10
+    lr = overrides.get("lr", load_config(REPO / "configs" / "pretrain" / "tiny.yaml").lr)
+    # cosine to lr/10, set with the lr so that the config's check (min_lr <= lr) sees both
+    cfg = load_config(REPO / "configs" / "pretrain" / "tiny.yaml", {**base, **overrides, "min_lr": lr / 10})
     t0 = time.time()
     summary = train(cfg, log=lambda *_: None)
     return {"name": name, **overrides, "tokens": summary["tokens"] if "tokens" in summary else
