@@ -1,5 +1,9 @@
 """Method names as a config writes them (`baseline:majority`, `zero-shot`, `few-shot:4`, `finetune:lora`, ...),
-parsed into what runs and how its rows are labelled; and the did-you-mean message every unknown name gets."""
+parsed into what runs and how its rows are labelled; and the did-you-mean message every unknown name gets.
+
+`finetune:extractive-full` / `finetune:extractive-lora` fine-tune the backbone (fully, or with LoRA) as a sentence
+scorer for extractive summarization (tasks/methods/extractive) instead of generating: their own rows, beside the
+task's abstractive `finetune:full` / `finetune:lora` rows, with the same fine-tuning config as those methods."""
 
 from __future__ import annotations
 
@@ -11,8 +15,11 @@ from tasks.leaderboard.tasks_api import BASELINES, FINETUNE_METHODS, Leaderboard
 
 # One name per baseline everywhere (configs, rows, the command line, the specs): the registry's.
 BASELINE_NAMES = {name: name for name in BASELINES}
+EXTRACTIVE = "extractive-"  # finetune:extractive-<method>: a sentence scorer trained with <method>
+EXTRACTIVE_METHODS = ("full", "lora")
+FINETUNE_NAMES = (*FINETUNE_METHODS, *(EXTRACTIVE + m for m in EXTRACTIVE_METHODS))
 METHOD_FORMS = ("baseline:<" + "|".join(BASELINE_NAMES) + ">", "zero-shot", "few-shot:K", "few-shot-calibrated:K",
-                "finetune:<" + "|".join(FINETUNE_METHODS) + ">")
+                "finetune:<" + "|".join(FINETUNE_NAMES) + ">")
 
 
 def unknown(kind: str, name: str, valid: list[str] | tuple[str, ...], where: str) -> LeaderboardError:
@@ -31,6 +38,7 @@ class MethodSpec:
     calibrate: bool = False
     baseline: str | None = None  # tasks/methods/baselines.py name
     finetune: str | None = None  # fine-tuning method (tasks/methods/adapters.py)
+    extractive: bool = False  # the extractive formulation (a sentence scorer; tasks/methods/extractive)
 
 
 def parse_method(name: str, where: str = "methods") -> MethodSpec:
@@ -50,7 +58,9 @@ def parse_method(name: str, where: str = "methods") -> MethodSpec:
             raise LeaderboardError(f"{where}: few-shot:0 is zero-shot; write 'zero-shot'")
         return MethodSpec(name, "fewshot", head, shots=k, calibrate=head == "few-shot-calibrated")
     if head == "finetune":
-        if arg not in FINETUNE_METHODS:
-            raise unknown("fine-tuning method", arg, FINETUNE_METHODS, f"{where}: {name!r}")
-        return MethodSpec(name, "finetune", f"finetune:{arg}", finetune=arg)
+        if arg not in FINETUNE_NAMES:
+            raise unknown("fine-tuning method", arg, FINETUNE_NAMES, f"{where}: {name!r}")
+        extractive = arg.startswith(EXTRACTIVE)
+        return MethodSpec(name, "finetune", f"finetune:{arg}", finetune=arg.removeprefix(EXTRACTIVE),
+                          extractive=extractive)
     raise bad

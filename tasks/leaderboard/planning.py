@@ -1,8 +1,10 @@
 """Planning: the cells a config asks for, in run order, and a note on each method that does not apply.
 
 What applies is asked of the task's spec and kind: a baseline applies when the spec lists it, prompting and
-calibration when the kind prompts / ranks labels, a fine-tuning method when the kind lists it; fine-tuning the
-`dummy` model never applies. Whatever does not is skipped with a note. A task whose kind scores whole texts
+calibration when the kind prompts / ranks labels, a fine-tuning method when the kind lists it (the extractive
+ones, `finetune:extractive-*`, when `tasks.methods.extractive.applies`: summarization tasks); fine-tuning the
+`dummy` model never applies. A trained adapter listed under a model takes the place of the cell of its method
+and formulation (an extractive scorer's `gpt2suite.json` says `extra.formulation: extractive`). Whatever does not is skipped with a note. A task whose kind scores whole texts
 (`scores_text`) gets one perplexity row per model instead of the config's methods. Few-shot demos and fine-tuning
 depend on the seed; the other cells (baselines, zero-shot, perplexity, trained adapters) run once, with the first
 seed.
@@ -14,8 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from tasks.leaderboard.config import BASELINE_MODEL, DUMMY_MODEL, Budgets, LeaderboardConfig, resolve_model_path
-from tasks.leaderboard.methods import MethodSpec, parse_method, unknown
+from tasks.leaderboard.methods import EXTRACTIVE, MethodSpec, parse_method, unknown
 from tasks.leaderboard.tasks_api import LeaderboardError, TaskSpec, adapter_meta, get_task, task_kind
+from tasks.methods.extractive import applies as extractive_applies
 
 PERPLEXITY = MethodSpec("perplexity", "perplexity", "language-modelling", shots=0)  # the row of a text-scoring task
 
@@ -109,7 +112,7 @@ def plan(cfg: LeaderboardConfig, only_tasks: list[str] | None = None, only_model
                 entry_m = cfg.models[model]
                 if method.kind == "finetune":
                     adapter = entry_m.adapters.get(task_name)
-                    if adapter is not None and _adapter_method(adapter, task_name, model) == method.finetune:
+                    if adapter is not None and _adapter_method(adapter, task_name, model) == _trained_name(method):
                         continue  # the trained adapter (below) takes this cell's place
                     if entry_m.path == DUMMY_MODEL:
                         notes.append(Note(f"{task_name} | {method.name} | {model}",
@@ -121,7 +124,8 @@ def plan(cfg: LeaderboardConfig, only_tasks: list[str] | None = None, only_model
             adapter = cfg.models[model].adapters.get(task_name)
             if adapter is not None:
                 m = _adapter_method(adapter, task_name, model)
-                spec_m = MethodSpec(f"finetune:{m}", "adapter", f"finetune:{m}", finetune=m)
+                spec_m = MethodSpec(f"finetune:{m}", "adapter", f"finetune:{m}", finetune=m.removeprefix(EXTRACTIVE),
+                                    extractive=m.startswith(EXTRACTIVE))
                 add(Cell(model, task_name, spec_m, cfg.seeds[0], task_layer, "adapter", adapter=adapter))
     return cells, notes
 
@@ -137,13 +141,21 @@ def _not_applicable(spec: TaskSpec, method: MethodSpec) -> str | None:
         return f"prompting does not apply to {spec.name} ({kind.name} tasks)"
     elif method.calibrate and not kind.calibrates:
         return f"calibration applies to kinds that rank labels; {spec.name} is a {kind.name} task"
+    elif method.kind == "finetune" and method.extractive:
+        return extractive_applies(spec)
     elif method.kind == "finetune" and method.finetune not in kind.finetune_methods:
         return (f"does not apply to {spec.name} ({kind.name} tasks: "
                 f"{', '.join(kind.finetune_methods) or 'no fine-tuning'})")
     return None
 
 
+def _trained_name(method: MethodSpec) -> str:
+    """The name `_adapter_method` gives a folder trained by `method`: lora, extractive-lora, ..."""
+    return (EXTRACTIVE if method.extractive else "") + str(method.finetune)
+
+
 def _adapter_method(adapter: str, task: str, model: str) -> str:
+    """The method a trained folder was fine-tuned with, `extractive-` before it for a sentence scorer."""
     folder = resolve_model_path(adapter)
     meta = adapter_meta(folder)
     if meta is None:
@@ -151,4 +163,5 @@ def _adapter_method(adapter: str, task: str, model: str) -> str:
                                "written by `gpt2suite finetune` (its <out>/model)")
     if meta.get("task") != task:
         raise LeaderboardError(f"models.{model}.adapters.{task}: {folder} was trained for task {meta.get('task')!r}")
-    return str(meta["method"])
+    extractive = (meta.get("extra") or {}).get("formulation") == "extractive"
+    return (EXTRACTIVE if extractive else "") + str(meta["method"])

@@ -1,4 +1,5 @@
-"""Task heads on the GPT-2 backbone: sequence classification and extractive QA.
+"""Task heads on the GPT-2 backbone: sequence classification, extractive QA and sentence scoring (extractive
+summarization).
 
 A head is the backbone (`GPT2LMModel`, kept whole as `self.backbone`) plus one small module, as in transformers'
 `GPT2ForSequenceClassification` / `GPT2ForQuestionAnswering`. The head reads the backbone's last hidden state
@@ -7,7 +8,8 @@ position), so left or right padding, `inputs_embeds` (prompt tuning) and a prefi
 the way the backbone handles them.
 
 Heads are `PreTrainedModel`s, so `save_pretrained` / `from_pretrained`, the Trainer and PEFT (`modules_to_save`
-names `score` and `qa_outputs`, PEFT's defaults for SEQ_CLS and QUESTION_ANS) work on them unchanged.
+names `score` and `qa_outputs`, PEFT's defaults for SEQ_CLS and QUESTION_ANS; `sentence_score` is named
+explicitly) work on them unchanged.
 """
 
 from __future__ import annotations
@@ -37,6 +39,12 @@ class SpanOutput(ModelOutput):
     loss: torch.Tensor | None = None
     start_logits: torch.Tensor | None = None  # (B, T)
     end_logits: torch.Tensor | None = None  # (B, T)
+
+
+@dataclass
+class SentenceScoreOutput(ModelOutput):
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None  # (B, S): one score per sentence slot; padded slots hold -inf
 
 
 class GPT2HeadModel(PreTrainedModel):
@@ -185,3 +193,45 @@ class GPT2ForQuestionAnswering(GPT2HeadModel):
             loss = (F.cross_entropy(start_logits, start, ignore_index=T)
                     + F.cross_entropy(end_logits, end, ignore_index=T)) / 2
         return SpanOutput(loss=loss, start_logits=start_logits, end_logits=end_logits)
+
+
+class GPT2ForSentenceScoring(GPT2HeadModel):
+    """BertSum's head on GPT-2: a `Linear(hidden, 1)` scores each sentence at its last token, which (causal
+    attention) has read the sentence and everything before it in the window. The loss is the binary cross-entropy
+    of the scores against 0/1 labels (is the sentence in the oracle summary?), averaged over real sentence slots.
+
+    `sentence_positions` (B, S) index the window's tokens; -1 marks an empty slot (windows hold different numbers
+    of sentences), and its label is ignored.
+    """
+
+    def _build_head(self, config: GPT2Config) -> None:
+        self.sentence_score = nn.Linear(config.n_embd, 1)
+
+    def _head_modules(self) -> list[nn.Module]:
+        return [self.sentence_score]
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        sentence_positions: torch.LongTensor | None = None,
+        labels: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        past_key_values: Any = None,
+        **kwargs: Any,
+    ) -> SentenceScoreOutput:
+        if sentence_positions is None:
+            raise ValueError("sentence scoring needs sentence_positions (the last token of each sentence)")
+        hidden, _ = self._last_hidden(input_ids, attention_mask, inputs_embeds, past_key_values)
+        B = hidden.shape[0]
+        slots = sentence_positions.to(hidden.device)
+        real = slots >= 0  # (B, S)
+        rows = torch.arange(B, device=hidden.device)[:, None].expand_as(slots)
+        picked = hidden[rows, slots.clamp(min=0)]  # (B, S, C)
+        logits = self.sentence_score(picked).squeeze(-1).float()  # (B, S)
+        loss = None
+        if labels is not None:
+            target = labels.to(logits.device).float()
+            real = real & (target >= 0)
+            loss = F.binary_cross_entropy_with_logits(logits[real], target[real])
+        return SentenceScoreOutput(loss=loss, logits=logits.masked_fill(~real, float("-inf")))
