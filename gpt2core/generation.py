@@ -1,5 +1,6 @@
 """Fast autoregressive generation for `GPT2LMModel`: preallocated KV cache, batched left-padded prompts,
-greedy / temperature / top-k / top-p sampling with a seed, EOS and stop strings.
+greedy / temperature / top-k / top-p sampling with a seed, EOS and stop strings, and transformers' two guards
+against repetition loops (`no_repeat_ngram_size`, `repetition_penalty`), token for token as transformers applies them.
 
 Written by hand because this loop is one of the project's fast paths: transformers' `generate` spends more
 time per step on its bookkeeping than a small GPT-2 spends computing (see bench/generate.py).
@@ -35,6 +36,8 @@ FAST_GENERATE_ARGS = frozenset(
         "pad_token_id",
         "stop_strings",
         "tokenizer",
+        "no_repeat_ngram_size",
+        "repetition_penalty",
     }
 )
 
@@ -114,12 +117,41 @@ def sample_next(
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
+def guard_repeats(logits: torch.Tensor, seqs: torch.Tensor, start: torch.Tensor | None, no_repeat_ngram_size: int,
+                  repetition_penalty: float) -> torch.Tensor:
+    """Next-token logits (B, V) with transformers' `RepetitionPenaltyLogitsProcessor` and
+    `NoRepeatNGramLogitsProcessor` applied, in that order, to the rows so far `seqs` (B, L), prompt included.
+
+    The penalty divides a positive logit (multiplies a negative one) of every token that occurs in a row at or
+    after `start` (B,), its first real token (left padding is skipped, as transformers does); the n-gram guard bans
+    every token that would complete an n-gram already in the row (padding included, as transformers does)."""
+    B, L = seqs.shape
+    V = logits.shape[-1]
+    if repetition_penalty != 1.0:
+        ids = seqs.clamp(max=V)
+        if start is not None:
+            ids = ids.masked_fill(torch.arange(L, device=seqs.device)[None] < start[:, None], V)
+        seen = torch.zeros(B, V + 1, dtype=torch.bool, device=logits.device).scatter_(1, ids, True)[:, :V]
+        penalised = torch.where(logits < 0, logits * repetition_penalty, logits / repetition_penalty)
+        logits = torch.where(seen, penalised, logits)
+    n = no_repeat_ngram_size
+    if n and L >= n:
+        prefix = seqs[:, L + 1 - n:]  # (B, n - 1): the n-gram the next token would complete starts with it
+        windows = seqs.unfold(1, n, 1)  # (B, L - n + 1, n)
+        matches = (windows[..., :-1] == prefix[:, None]).all(dim=-1)
+        banned = torch.zeros(B, V + 1, dtype=torch.bool, device=logits.device)
+        banned.scatter_(1, torch.where(matches, windows[..., -1].clamp(max=V), V), True)
+        logits = logits.masked_fill(banned[:, :V], float("-inf"))
+    return logits
+
+
 def _whole(x: Any) -> bool:
     return isinstance(x, numbers.Integral) and not isinstance(x, bool)
 
 
 def check_arguments(max_new_tokens: int | None = None, temperature: float | None = None, top_k: int | None = None,
-                    top_p: float | None = None) -> None:
+                    top_p: float | None = None, no_repeat_ngram_size: int | None = None,
+                    repetition_penalty: float | None = None) -> None:
     """Refuse generation arguments that make no sense (None: not given). `not x >= 0` also catches NaN."""
     if max_new_tokens is not None and not (_whole(max_new_tokens) and max_new_tokens >= 0):
         raise ModelInputError(f"max_new_tokens must be a whole number, 0 or more, got {max_new_tokens!r}")
@@ -129,6 +161,11 @@ def check_arguments(max_new_tokens: int | None = None, temperature: float | None
         raise ModelInputError(f"top_k must be 0 (no top-k cut) or more, got {top_k!r}")
     if top_p is not None and not 0.0 < top_p <= 1.0:
         raise ModelInputError(f"top_p must lie in (0, 1] (1: no nucleus cut), got {top_p}")
+    if no_repeat_ngram_size is not None and not (_whole(no_repeat_ngram_size) and no_repeat_ngram_size >= 0):
+        raise ModelInputError(f"no_repeat_ngram_size must be 0 (no guard) or more, got {no_repeat_ngram_size!r}")
+    if repetition_penalty is not None and not (repetition_penalty > 0 and math.isfinite(repetition_penalty)):
+        raise ModelInputError(f"repetition_penalty must be a finite positive number (1: none), got "
+                              f"{repetition_penalty}")
 
 
 def _as_set(ids: int | list[int] | None) -> set[int]:
@@ -152,12 +189,15 @@ def generate(
     pad_token_id: int | None = None,
     stop_strings: str | list[str] | None = None,
     tokenizer: Any = None,
+    no_repeat_ngram_size: int | None = 0,
+    repetition_penalty: float | None = 1.0,
 ) -> torch.LongTensor:
     """Prompt + continuation ids, shape (B, T + n) with n <= max_new_tokens, like transformers' `generate`.
 
     Prompts of different lengths are left-padded with `attention_mask` marking real tokens. A row stops at
     its EOS token or once its continuation contains a stop string (kept, as in transformers); finished rows
     are filled with `pad_token_id`. Greedy unless `do_sample`; sampling is reproducible with `seed`.
+    `no_repeat_ngram_size` / `repetition_penalty` (0 / 1 or None: off) act as in transformers (`guard_repeats`).
     """
     config = model.config
     if input_ids.dim() == 1:
@@ -168,7 +208,10 @@ def generate(
     B, T = input_ids.shape
     if T == 0:
         raise ModelInputError("generate needs a prompt of at least one token (an empty prompt: pass the EOS id)")
-    check_arguments(max_new_tokens, temperature, top_k, top_p)
+    check_arguments(max_new_tokens, temperature, top_k, top_p, no_repeat_ngram_size, repetition_penalty)
+    no_repeat_ngram_size = no_repeat_ngram_size or 0
+    repetition_penalty = 1.0 if repetition_penalty is None else float(repetition_penalty)
+    guarded = no_repeat_ngram_size > 0 or repetition_penalty != 1.0
     if attention_mask is not None and attention_mask.dim() == 1:
         attention_mask = attention_mask[None]
     if attention_mask is not None and tuple(attention_mask.shape) != (B, T):
@@ -204,6 +247,8 @@ def generate(
     finished = torch.zeros(B, dtype=torch.bool, device=device)
     eos_tensor = torch.tensor(sorted(eos), device=device) if eos else None
     decode = DecodeStep(model) if model.has_plain_layers() and max_new_tokens > 1 else None
+    # transformers' repetition penalty skips a row's left padding: from its first nonzero mask position on
+    first_real = attention_mask.ne(0).int().argmax(dim=1) if attention_mask is not None else None
     step_ids, step_pos, length = input_ids, positions, T
     for step in range(max_new_tokens):
         if step > 0 and decode is not None:
@@ -217,6 +262,8 @@ def generate(
                 position_ids=step_pos,
                 logits_to_keep=1,
             ).logits[:, -1]
+        if guarded:
+            logits = guard_repeats(logits, out[:, :length], first_real, no_repeat_ngram_size, repetition_penalty)
         next_ids = sample_next(logits, do_sample, temperature, top_k, top_p, generator)
         next_ids = torch.where(finished, torch.full_like(next_ids, pad), next_ids)
         out[:, length] = next_ids

@@ -603,3 +603,66 @@ def test_init_from_a_checkpoint_of_another_vocabulary_is_refused_in_the_api(tiny
     assert "--set corpus.tokenizer.path=" in str(info.value)
     assert not isinstance(info.value, CheckpointCorrupt)  # another model, not a damaged one: no fallback
     assert not (tmp_path / "out" / "checkpoints").exists()
+
+
+# ---------------------------------------------------------------------------------------------- generation decoding
+
+
+def _generation_spec_with(**generation: Any) -> Callable[[Any], None]:
+    """A user's copy of a generation task's spec (in GPT2SUITE_TASK_PATH, so it wins) with these `generation:` keys."""
+
+    def setup(ctx: Any) -> None:
+        data = yaml.safe_load((REPO / "tasks" / "specs" / "multi30k-en-de.yaml").read_text())
+        data["generation"] = {**data["generation"], **generation}
+        (ctx.tmp / "specs").mkdir()
+        (ctx.tmp / "specs" / "multi30k-en-de.yaml").write_text(yaml.safe_dump(data))
+        ctx.monkeypatch.setenv("GPT2SUITE_TASK_PATH", str(ctx.tmp / "specs"))
+
+    return setup
+
+
+FEWSHOT_ENDE = ["fewshot", "--task", "multi30k-en-de", "--model", "dummy"]
+DECODING_CLI_CASES = [
+    Cli("spec-zero-beams", FEWSHOT_ENDE, "generation.num_beams must be a whole number, 1 (greedy) or more, got 0",
+        setup=_generation_spec_with(num_beams=0)),
+    Cli("spec-negative-ngram-guard", FEWSHOT_ENDE, "generation.no_repeat_ngram_size must be a whole number, 0 (no "
+        "guard) or more, got -1", setup=_generation_spec_with(no_repeat_ngram_size=-1)),
+    Cli("spec-zero-repetition-penalty", FEWSHOT_ENDE, "generation.repetition_penalty must be a finite number above 0",
+        setup=_generation_spec_with(repetition_penalty=0.0)),
+    Cli("spec-misspelt-decoding-key", FEWSHOT_ENDE, "unknown key 'generation.num_beam'; did you mean 'num_beams'",
+        setup=_generation_spec_with(num_beam=4)),
+]
+CLI_CASES += DECODING_CLI_CASES  # counted by the catalogue's length check; run by the test below
+
+
+def _predict_with(**settings: Any) -> Callable[[Any], Any]:
+    def call(ctx: Any) -> Any:
+        from tasks.evaluation.predict import PredictSettings, decoding
+
+        return decoding(get_task("multi30k-en-de"), PredictSettings(**settings))
+
+    return call
+
+
+DECODING_API_CASES = [
+    Api("predict-zero-beams", _predict_with(num_beams=0), TaskError, "num_beams must be a whole number, 1 (greedy)"),
+    Api("predict-negative-ngram-guard", _predict_with(no_repeat_ngram_size=-2), TaskError,
+        "no_repeat_ngram_size must be a whole number, 0 (no guard) or more, got -2"),
+    Api("predict-nan-length-penalty", _predict_with(length_penalty=float("nan")), TaskError,
+        "length_penalty must be a finite number"),
+    Api("generate-negative-ngram-guard", _generate(no_repeat_ngram_size=-1), ModelInputError,
+        "no_repeat_ngram_size must be 0 (no guard) or more"),
+    Api("generate-zero-repetition-penalty", _generate(repetition_penalty=0.0), ModelInputError,
+        "repetition_penalty must be a finite positive number"),
+]
+API_CASES += DECODING_API_CASES
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id, marks=c.marks) for c in DECODING_CLI_CASES])
+def test_command_line_bad_decoding(case: Cli, request, tmp_path, monkeypatch, capsys, one_thread):
+    test_command_line_bad_input(case, request, tmp_path, monkeypatch, capsys, one_thread)
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in DECODING_API_CASES])
+def test_api_bad_decoding(case: Api, api_ctx):
+    test_api_bad_input(case, api_ctx)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from gpt2core.typed_config import from_dict, read_yaml, unknown_name
-from tasks.data.spec import SplitSource, TaskSpec
+from tasks.data.spec import DECODING_DEFAULTS, SplitSource, TaskSpec
 from tasks.errors import ConfigError, TaskError
 from tasks.evaluation.metrics import METRICS
 from tasks.kinds import get_kind
@@ -173,7 +173,11 @@ def hook(spec: TaskSpec) -> Callable[[dict[str, Any]], dict[str, Any]] | None:
 
 
 def spec_fields(spec: TaskSpec) -> dict[str, Any]:
-    """Everything a spec says (what a cache key hashes), without where it was read from."""
+    """Everything a spec says (what a cache key hashes), without where it was read from. A decoding setting at its
+    default (plain greedy) is left out: it decodes as before the setting existed, so its cells keep their keys."""
     out = dataclasses.asdict(spec)
     out.pop("source_file")
+    for key, default in DECODING_DEFAULTS.items():
+        if out["generation"][key] == default:
+            del out["generation"][key]
     return out

@@ -7,7 +7,7 @@ and checking a file (unknown keys fail with a did-you-mean, the task kind checks
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 
@@ -47,11 +47,25 @@ class PromptTemplate:
 
 @dataclass
 class GenerationLimits:
-    """Conditional LM format and decoding limits: `source + separator + " " + target + EOS`."""
+    """Conditional LM format, decoding limits and decoding settings: `source + separator + " " + target + EOS`.
+
+    The decoding settings are what a fine-tuned model's predictions use (chosen on validation with
+    scripts/choose_decoding.py); their defaults are plain greedy decoding, and a default is left out of the cache
+    key (`registry.spec_fields`), so that stating it re-keys nothing."""
 
     separator: str = ""
     max_target_tokens: int = 64  # training targets and generated tokens
     stop: list[str] = field(default_factory=lambda: ["\n"])
+    num_beams: int = 1  # 1: greedy
+    length_penalty: float = 1.0  # beam search: the score is sum log p / length ** length_penalty
+    no_repeat_ngram_size: int = 0  # > 0: no n-gram of this size occurs twice in prompt + output (0: no guard)
+    repetition_penalty: float = 1.0  # > 1 makes tokens already in prompt + output less likely (1: none)
+
+
+# The decoding settings of `GenerationLimits` and their defaults (plain greedy).
+DECODING_DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(GenerationLimits)
+                                     if f.name in ("num_beams", "length_penalty", "no_repeat_ngram_size",
+                                                   "repetition_penalty")}
 
 
 @dataclass

@@ -3,6 +3,7 @@
     rows = eval_rows(spec, spec.eval_split, limit=500)                 # the same examples for every run
     preds = predict(spec, model, tokenizer, rows, PredictSettings(max_length=256, batch_size=32))
     metrics, examples = score(spec, rows, preds)                       # corpus metrics, one example_row each
+    record_config["decoding"] = decoding(spec, settings)               # how generated predictions were decoded
 
 The task's kind predicts (a label name, an answer span, a generated target); batches are sorted by length, so
 scores do not depend on the batch size.
@@ -19,7 +20,7 @@ from tasks.evaluation.metrics import compute_metrics, example_scores
 from tasks.evaluation.records import example_row
 from tasks.kinds import PredictSettings, get_kind
 
-__all__ = ["PredictSettings", "eval_rows", "predict", "references", "score", "seeded_subset"]
+__all__ = ["PredictSettings", "decoding", "eval_rows", "predict", "references", "score", "seeded_subset"]
 
 
 def seeded_subset(rows: Any, n: int | None, seed: int) -> Any:
@@ -46,6 +47,13 @@ def predict(spec: TaskSpec, model: Any, tokenizer: Any, rows: Any, settings: Pre
         return get_kind(spec.kind).predict(spec, model, tokenizer, rows, settings)
     finally:
         model.train(was_training)
+
+
+def decoding(spec: TaskSpec, settings: PredictSettings) -> dict[str, Any] | None:
+    """How `predict` decodes with these settings (the spec's `generation:` decoding unless `settings` override it):
+    {"name": "beam 4 (length penalty 1.0), no repeated 3-grams", "num_beams": 4, ...}; None for kinds that do not
+    generate text. What a run record's config carries next to the scores."""
+    return get_kind(spec.kind).decoding(spec, settings) or None
 
 
 def references(spec: TaskSpec, rows: Any) -> list[list[str]]:

@@ -23,7 +23,12 @@ class PredictSettings:
     doc_stride: int = 128  # QA: overlap of consecutive windows
     max_answer_length: int = 30  # QA: longest answer span, in tokens
     n_best: int = 20  # QA: start and end candidates per window
-    num_beams: int = 1  # generation: 1 = greedy
+    # generation decoding; None: the task spec's (`generation:` num_beams, length_penalty, no_repeat_ngram_size,
+    # repetition_penalty), a value overrides it
+    num_beams: int | None = None  # 1 = greedy
+    length_penalty: float | None = None
+    no_repeat_ngram_size: int | None = None
+    repetition_penalty: float | None = None
     max_new_tokens: int | None = None  # generation: default the spec's max_target_tokens
     keep_source: str = "start"  # generation: which part of a long source to keep ("start" or "end")
     reserved_positions: int = 0  # positions taken by prompt/prefix tuning's virtual tokens
@@ -144,6 +149,10 @@ class TaskKind:
 
     def predict(self, spec: TaskSpec, model: Any, tokenizer: Any, rows: Any, settings: PredictSettings) -> list[str]:
         raise MethodError(f"{self.name} tasks are not predicted example by example")
+
+    def decoding(self, spec: TaskSpec, settings: PredictSettings) -> dict[str, Any]:
+        """How `predict` decodes, for run records ({} when the kind does not generate text)."""
+        return {}
 
     # -- prompting
     def render_input(self, spec: TaskSpec, row: dict[str, Any]) -> str:

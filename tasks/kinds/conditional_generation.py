@@ -3,15 +3,20 @@ first is the training target).
 
 Fine-tuning trains the backbone's own LM head on `source + separator` (the prompt) then `" " + target + EOS`,
 with the loss on target tokens only; a long source is cut (keeping its start by default) so that prompt and
-target fit. Prediction decodes greedily (the backbone's fast KV-cache loop) or with beams, until EOS or a stop
-string, at most `max_target_tokens`. Prompting generates the same way after the prompt.
+target fit. Prediction decodes as the spec's `generation:` block says (`decoding`): greedily (the backbone's fast
+KV-cache loop) or with `num_beams` beams and a `length_penalty` (transformers' beam search), optionally guarded
+against repetition loops (`no_repeat_ngram_size`, `repetition_penalty`), until EOS or a stop string, at most
+`max_target_tokens`. Prompting (zero/few-shot) decodes greedily after the prompt, whatever the spec's decoding
+(`prompt_scoring` says so in the record).
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Any
 
-from tasks.data.spec import TaskSpec
+from tasks.data.spec import DECODING_DEFAULTS, TaskSpec
 from tasks.errors import DataError, TaskError
 from tasks.kinds.base import PredictSettings, TaskKind, batches, pad, require_rows
 
@@ -47,6 +52,50 @@ def clean_generation(text: str, stops: list[str]) -> str:
     return text.strip()
 
 
+def check_decoding(values: dict[str, Any], where: str) -> None:
+    """Refuse decoding settings that make no sense, one line naming the key (`where` + key) and the valid range."""
+    def whole(x: Any) -> bool:
+        return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+    def number(x: Any) -> bool:
+        return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
+
+    beams, lp = values["num_beams"], values["length_penalty"]
+    ngram, rp = values["no_repeat_ngram_size"], values["repetition_penalty"]
+    if not (whole(beams) and beams >= 1):
+        raise TaskError(f"{where}num_beams must be a whole number, 1 (greedy) or more, got {beams!r}")
+    if not number(lp):
+        raise TaskError(f"{where}length_penalty must be a finite number (1.0: none), got {lp!r}")
+    if not (whole(ngram) and ngram >= 0):
+        raise TaskError(f"{where}no_repeat_ngram_size must be a whole number, 0 (no guard) or more, got {ngram!r}")
+    if not (number(rp) and rp > 0):
+        raise TaskError(f"{where}repetition_penalty must be a finite number above 0 (1.0: none), got {rp!r}")
+
+
+def decoding_name(d: dict[str, Any]) -> str:
+    """A short human name of a decoding: "greedy", "beam 4 (length penalty 1.0), no repeated 3-grams", ..."""
+    name = "greedy" if d["num_beams"] == 1 else f"beam {d['num_beams']} (length penalty {d['length_penalty']})"
+    if d["no_repeat_ngram_size"]:
+        name += f", no repeated {d['no_repeat_ngram_size']}-grams"
+    if d["repetition_penalty"] != 1.0:
+        name += f", repetition penalty {d['repetition_penalty']}"
+    return name
+
+
+def generate_args(d: dict[str, Any]) -> dict[str, Any]:
+    """`generate` arguments of a decoding: only those that differ from greedy, so plain greedy keeps the fast loop
+    (which also takes the two repetition guards; beam search goes to transformers' `generate`)."""
+    out: dict[str, Any] = {}
+    if d["num_beams"] > 1:
+        out.update(num_beams=d["num_beams"], length_penalty=float(d["length_penalty"]), do_sample=False,
+                   early_stopping=True)
+    if d["no_repeat_ngram_size"]:
+        out["no_repeat_ngram_size"] = d["no_repeat_ngram_size"]
+    if d["repetition_penalty"] != 1.0:
+        out["repetition_penalty"] = float(d["repetition_penalty"])
+    return out
+
+
 class ConditionalGeneration(TaskKind):
     name = "conditional_generation"
     row_fields = ("id", "source", "references")
@@ -60,6 +109,7 @@ class ConditionalGeneration(TaskKind):
         super().validate(spec)
         if spec.max_target_tokens < 1:
             raise TaskError("generation.max_target_tokens must be at least 1")
+        check_decoding({k: getattr(spec.generation, k) for k in DECODING_DEFAULTS}, "generation.")
 
     def make_row(self, spec: TaskSpec, record: dict[str, Any], index: int) -> dict[str, Any]:
         refs = self.field(spec, record, "references", index)
@@ -101,6 +151,14 @@ class ConditionalGeneration(TaskKind):
         # Pads labels with -100 as well; works for decoder-only inputs too.
         return DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, padding=True)
 
+    def decoding(self, spec: TaskSpec, settings: PredictSettings) -> dict[str, Any]:
+        """The decoding `predict` uses: the spec's `generation:` settings, each overridden by a `settings` value
+        that is not None; `name` says it in words (what run records carry)."""
+        d = {k: getattr(spec.generation, k) if getattr(settings, k) is None else getattr(settings, k)
+             for k in DECODING_DEFAULTS}
+        check_decoding(d, "")
+        return {"name": decoding_name(d), **d}
+
     def predict(self, spec: TaskSpec, model: Any, tokenizer: Any, rows: Any, settings: PredictSettings) -> list[str]:
         import torch
 
@@ -117,8 +175,7 @@ class ConditionalGeneration(TaskKind):
         gen_args: dict[str, Any] = dict(max_new_tokens=max_new, eos_token_id=tokenizer.eos_token_id,
                                         pad_token_id=tokenizer.pad_token_id, stop_strings=stops or None,
                                         tokenizer=tokenizer)
-        if settings.num_beams > 1:
-            gen_args.update(num_beams=settings.num_beams, do_sample=False, early_stopping=True)
+        gen_args.update(generate_args(self.decoding(spec, settings)))
         with torch.inference_mode():
             for batch in batches([len(p) for p in prompts], settings.batch_size):
                 ids, mask = pad(tokenizer, [prompts[i] for i in batch], "left", device)
