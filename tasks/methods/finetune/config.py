@@ -87,13 +87,16 @@ class FinetuneConfig:
     # at most this many validation examples (a seeded subset) are scored at each evaluation; a small run scores
     # fewer (`sized_val_examples`: half its training examples, at least 16)
     val_examples: int = 500
-    early_stopping_patience: int = 3  # evaluations without improvement of the primary metric
+    early_stopping_patience: int = 3  # evaluations without improvement of the primary metric (epochs: at most)
     max_train_examples: int | None = None  # seeded subset of the training split
     max_eval_examples: int | None = None  # first N of a fixed shuffle of the reported split
     logging_steps: int = 10
     seed: int = 0  # the leaderboard's default seed too
     progress: bool = True
     threads: int | None = None  # torch CPU threads (None: torch's choice; 1 is far faster on a busy machine)
+    group_by_length: bool = True  # batches of similar lengths (less padding), in a seeded order
+    checkpoint_minutes: float = 10.0  # a resumable checkpoint at least this often (and at every evaluation)
+    resume: bool = True  # continue from the out dir's last checkpoint of the same config
     # per-method settings (only the run's method's block applies)
     lora: LoraSettings = field(default_factory=LoraSettings)
     prompt: PromptSettings = field(default_factory=PromptSettings)
@@ -101,7 +104,8 @@ class FinetuneConfig:
 
 
 COMMON_FIELDS = tuple(f.name for f in dataclasses.fields(FinetuneConfig) if f.name not in METHOD_SETTINGS)
-NOT_RESULTS = ("progress", "threads", "logging_steps")  # common fields that do not change a run's result
+# common fields that do not change a run's result
+NOT_RESULTS = ("progress", "threads", "logging_steps", "checkpoint_minutes", "resume")
 # The flat keys of a method block must not shadow a common key.
 assert not {f.name for s in METHOD_SETTINGS.values() for f in dataclasses.fields(s)} & set(COMMON_FIELDS)
 # Keys of the old flat layout: say where they went instead of only "unknown key".
@@ -217,6 +221,8 @@ def validate(cfg: FinetuneConfig, method: str) -> None:
     for name in ("max_train_examples", "max_eval_examples", "eval_steps", "max_target_tokens", "threads"):
         if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
             raise ConfigError(f"{name}: must be at least 1 (or null), got {getattr(cfg, name)}")
+    if cfg.checkpoint_minutes <= 0:
+        raise ConfigError(f"checkpoint_minutes: must be positive, got {cfg.checkpoint_minutes}")
     if cfg.lr <= 0 or cfg.epochs <= 0 or cfg.warmup < 0:
         raise ConfigError("lr and epochs must be positive and warmup not negative")
     if cfg.keep_source not in ("start", "end"):

@@ -4,13 +4,17 @@
     record = finetune(spec, "lora", "results/backbones/default", cfg)      # a RunRecord
 
 Training scores a seeded subset of the task's `validation` split at every evaluation (early stopping and the
-best checkpoint need it; a spec without one cannot be fine-tuned). Under DDP only the first process saves,
-evaluates and writes the record. torch and transformers are imported when a run starts, so the command line's
+best checkpoint need it; a spec without one cannot be fine-tuned). When `validation` is also the split the run
+reports (GLUE-style tasks whose test labels are hidden), that subset is held out of the training split instead,
+so no choice made in training sees the reported examples. A run killed in training resumes from the last
+checkpoint in `out_dir`/checkpoints when run again with the same config (`resume: false` starts over). Under
+DDP only the first process saves, evaluates and writes the record. torch and transformers are imported when a run starts, so the command line's
 help and the leaderboard's planning, which import this package, stay fast.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -49,6 +53,55 @@ def check_finetunable(spec: TaskSpec, method: str, split: str) -> None:
         raise TaskError(str(unknown_name("split", split, spec.splits, f"task {spec.name!r}")))
 
 
+def training_rows(spec: TaskSpec, cfg: FinetuneConfig, split: str, train: Any,
+                  validation: Any) -> tuple[Any, Any, str]:
+    """(training rows, validation rows scored in training, where the latter came from). Training rows are the
+    first `max_train_examples` of a seeded shuffle of the training split; if the reported split is `validation`,
+    the validation rows are the last ones of that shuffle (never trained on, disjoint from the reported split)."""
+    if split != VALIDATION:
+        train_rows = seeded_subset(train, cfg.max_train_examples, cfg.seed)
+        return train_rows, seeded_subset(validation, sized_val_examples(cfg, len(train_rows)), cfg.seed), VALIDATION
+    shuffled = train.shuffle(seed=cfg.seed)
+    n_val = sized_val_examples(cfg, min(cfg.max_train_examples or len(shuffled), len(shuffled)))
+    n_train = min(cfg.max_train_examples or len(shuffled), len(shuffled) - n_val)
+    if n_train < 1:
+        raise TaskError(f"{spec.name}: {len(shuffled)} training rows leave none to train on after holding out "
+                        f"{n_val} for validation; give more training rows")
+    held_out = shuffled.select(range(len(shuffled) - n_val, len(shuffled)))
+    return shuffled.select(range(n_train)), held_out, f"{spec.train_split} (held out)"
+
+
+def last_checkpoint(folder: Path) -> Path | None:
+    """The newest complete checkpoint in `folder` (its trainer state, written last, parses), or None."""
+    found = []
+    for path in folder.glob("checkpoint-*"):
+        try:
+            json.loads((path / "trainer_state.json").read_text())
+            found.append((int(path.name.split("-")[-1]), path))
+        except (OSError, ValueError):
+            continue  # killed while it was being written
+    return max(found)[1] if found else None
+
+
+def resume_point(checkpoints: Path, fingerprint: dict[str, Any], enabled: bool) -> Path | None:
+    """The checkpoint to resume from: the newest complete one, if the folder's run had this config; otherwise
+    the folder is emptied (a run with another config, or `resume: false`, starts over). Under DDP every process
+    reads the same answer; only the first one empties the folder."""
+    marker = checkpoints / "run_config.json"
+    try:
+        same = json.loads(marker.read_text()) == json.loads(json.dumps(fingerprint, default=str))
+    except (OSError, ValueError):
+        same = False
+    found = last_checkpoint(checkpoints) if enabled and same else None
+    if found is None and int(os.environ.get("RANK", "0")) == 0:
+        shutil.rmtree(checkpoints, ignore_errors=True)
+        checkpoints.mkdir(parents=True, exist_ok=True)
+        tmp = marker.with_suffix(".tmp")
+        tmp.write_text(json.dumps(fingerprint, default=str, sort_keys=True))
+        os.replace(tmp, marker)
+    return found
+
+
 def finetune(
     task: str | TaskSpec,
     method: str,
@@ -84,8 +137,8 @@ def finetune(
     def split_rows(name: str) -> Any:
         return given[name] if given.get(name) is not None else load_split(spec, name)
 
-    train_rows = seeded_subset(split_rows(spec.train_split), cfg.max_train_examples, cfg.seed)
-    val_rows = seeded_subset(split_rows(VALIDATION), sized_val_examples(cfg, len(train_rows)), cfg.seed)
+    train_rows, val_rows, val_source = training_rows(
+        spec, cfg, split, split_rows(spec.train_split), split_rows(VALIDATION) if split != VALIDATION else None)
     test_rows = eval_rows(spec, split, cfg.max_eval_examples, split_rows(split))
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
@@ -101,9 +154,11 @@ def finetune(
     def scorer(m: Any) -> dict[str, float]:
         return score(spec, val_rows, predict(spec, m, tokenizer, val_rows, settings))[0]
 
+    fingerprint = method_fields(cfg, method) | {"model": str(model_path), "split": split}
+    resume = resume_point(out / "checkpoints", fingerprint, cfg.resume)
     trainer = build_trainer(spec, model, tokenizer, cfg, out / "checkpoints", train_ds, val_ds, scorer)
     t0 = time.perf_counter()
-    trainer.train()
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     train_seconds = time.perf_counter() - t0
     if not trainer.is_world_process_zero():
         return None
@@ -121,13 +176,14 @@ def finetune(
     # The config as it ran: what defines the result (common fields, this method's block) and the effective values.
     config = method_fields(cfg, method) | {
         "max_length_effective": max_length, "bf16_effective": trainer.args.bf16, "split": split,
-        "train_examples": len(train_rows), "val_examples_used": len(val_rows), "out_dir": str(out),
-        "world_size": trainer.args.world_size}
+        "train_examples": len(train_rows), "val_examples_used": len(val_rows), "val_source": val_source,
+        "out_dir": str(out), "world_size": trainer.args.world_size}
     record = new_record(
         spec, method, model_path, split=split, metrics=metrics, n_examples=len(test_rows), seed=cfg.seed,
         config=config, trainable_params=trainable, total_params=total, train_seconds=train_seconds,
         eval_seconds=eval_seconds, peak_memory_mb=peak_memory_mb(),
         tokens_seen=int(trainer.state.num_input_tokens_seen),
-        details={"training": training_log(trainer, len(train_ds))})
+        details={"training": training_log(trainer, len(train_ds))
+                 | {"resumed_from": resume.name if resume else None}})
     write_run(record, examples, runs_dir)
     return record

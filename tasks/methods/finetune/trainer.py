@@ -4,29 +4,83 @@ Gradient accumulation, linear warmup/decay, evaluation (and a checkpoint) once p
 early stopping on the task's primary metric and the best checkpoint restored at the end. Under
 `torchrun --nproc_per_node=N` (DDP; gloo on CPU) every process scores the same validation subset, so all agree
 on early stopping.
+
+Resumable: a full checkpoint (model, optimizer, scheduler, RNG, trainer state with the best checkpoint and the
+early-stopping counter) at every evaluation and at least every `checkpoint_minutes` of training; only the newest
+and the best are kept. Batches are grouped by length (`group_by_length`) with a per-epoch seed, so a resumed run
+sees the same batches as an uninterrupted one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import EarlyStoppingCallback, PrinterCallback, Trainer, TrainingArguments
+from transformers import EarlyStoppingCallback, PrinterCallback, Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
 
 from tasks.data.spec import TaskSpec
 from tasks.kinds import get_kind
 from tasks.methods.finetune.config import FinetuneConfig
 
 
+class EpochSeededLengthSampler(LengthGroupedSampler):
+    """transformers' length-grouped order (megabatches of 50 batches sorted longest first, in random order),
+    drawn from `seed + epoch` instead of the global RNG, so the order of an epoch does not depend on what ran
+    before it (a resumed run skips exactly the batches an uninterrupted run trained on)."""
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int):
+        super().__init__(batch_size, lengths=lengths)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:  # accelerate's dataloader calls it at every epoch
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=g))
+
+
+class TimedCheckpoints(TrainerCallback):
+    """A checkpoint at least every `minutes` of training, on top of the one at each evaluation, so that a killed
+    run loses at most that much. (Checkpoints are rotated by the Trainer: the newest and the best are kept.)"""
+
+    def __init__(self, minutes: float):
+        self.seconds = minutes * 60
+        self.last = time.monotonic()
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.last = time.monotonic()
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+        if time.monotonic() - self.last >= self.seconds:
+            control.should_save = True
+        return control
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.last = time.monotonic()
+
+
 class TaskTrainer(Trainer):
     """Evaluation adds the task's metrics (by prediction, as the final evaluation computes them) to the loss,
     as run_qa.py's QuestionAnsweringTrainer does, so early stopping and best-model selection use them."""
 
-    def __init__(self, *args: Any, scorer: Callable[[Any], dict[str, float]], **kwargs: Any):
+    def __init__(self, *args: Any, scorer: Callable[[Any], dict[str, float]], group_by_length: bool = False,
+                 **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.scorer = scorer
+        self.group_by_length = group_by_length
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if not self.group_by_length:
+            return super()._get_train_sampler(train_dataset)
+        lengths = [len(ids) for ids in dataset["input_ids"]]  # one column read, not one row at a time
+        return EpochSeededLengthSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                                        lengths, self.args.data_seed)
 
     def evaluate(self, eval_dataset: Any = None, ignore_keys: Any = None, metric_key_prefix: str = "eval"):
         dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
@@ -46,7 +100,20 @@ def use_bf16(cfg: FinetuneConfig) -> bool:
         return cfg.bf16
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
-    try:  # CPUs with native bf16 (AVX512-BF16 / AMX) run autocast faster; others emulate it slowly
+    return native_cpu_bf16()
+
+
+def native_cpu_bf16() -> bool:
+    """CPUs with native bf16 (AVX512-BF16 / AMX) run autocast faster; others emulate it slowly. oneDNN's own
+    check (`_is_mkldnn_bf16_supported`) also says yes on plain AVX-512, where bf16 training measured ~10x slower
+    than fp32 (bench/finetune.py, 2026-12-02), so on Linux the CPU's flags decide."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        flags = None
+    if flags is not None:
+        return "avx512_bf16" in flags or "amx_bf16" in flags
+    try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
@@ -70,8 +137,9 @@ def training_arguments(spec: TaskSpec, cfg: FinetuneConfig, checkpoints: Path) -
         save_strategy="epoch" if per_epoch else "steps",
         eval_steps=None if per_epoch else cfg.eval_steps,
         save_steps=None if per_epoch else cfg.eval_steps,
-        save_total_limit=1,
-        save_only_model=True,
+        save_total_limit=1,  # the newest checkpoint; the Trainer keeps the best one too
+        save_only_model=False,  # optimizer, scheduler and RNG states: what resuming needs
+        restore_callback_states_from_checkpoint=True,  # the early-stopping counter survives a resume
         load_best_model_at_end=True,
         metric_for_best_model=spec.primary_metric,
         greater_is_better=True,
@@ -100,8 +168,10 @@ def build_trainer(spec: TaskSpec, model: Any, tokenizer: Any, cfg: FinetuneConfi
         train_dataset=train_ds,
         eval_dataset=val_ds,
         data_collator=get_kind(spec.kind).collator(tokenizer),
-        callbacks=[EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience)],
+        callbacks=[EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience),
+                   TimedCheckpoints(cfg.checkpoint_minutes)],
         scorer=scorer,
+        group_by_length=cfg.group_by_length,
     )
     if not cfg.progress:
         trainer.remove_callback(PrinterCallback)
