@@ -10,7 +10,7 @@ import torch
 from tasks.cli.extractive import main as cli_main
 from tasks.data.load import load_split
 from tasks.data.registry import available_tasks, get_task
-from tasks.errors import ConfigError
+from tasks.errors import ConfigError, MethodError
 from tasks.evaluation.metrics import compute_metrics
 from tasks.evaluation.records import read_predictions, read_record
 from tasks.leaderboard.config import config_from_dict
@@ -138,6 +138,8 @@ def test_lora_run_trains_the_head_and_reloads(task, tiny_backbone, tmp_path):
     meta = adapters.read_meta(model_dir)
     assert meta["method"] == "lora" and meta["extra"]["formulation"] == "extractive"
     assert "sentence_score" in (model_dir / "adapter_config.json").read_text()  # modules_to_save: the head
+    with pytest.raises(MethodError, match="eval-extractive"):  # not as an abstractive model
+        adapters.load_trained(spec, model_dir)
     again = evaluate_extractive(task, model_dir, limit=5, runs_dir=tmp_path / "eval", rows=rows[spec.eval_split])
     assert again.method == "extractive-lora"
     assert [r["prediction"] for r in read_predictions(again.predictions)] == \

@@ -209,6 +209,10 @@ def load_trained(spec: TaskSpec, model_path: str | os.PathLike, adapter: str | o
     for m in (meta, ameta):
         if m is not None and m["task"] != spec.name:
             raise MethodError(f"the model was fine-tuned for task {m['task']!r}, not {spec.name!r}")
+        formulation = (m or {}).get("extra", {}).get("formulation")
+        if formulation and head is None:
+            raise MethodError(f"{adapter or model_path} was trained as an {formulation} model with its own head; "
+                              f"evaluate it with `gpt2suite eval-{formulation}`")
 
     tok_dir = adapter if adapter is not None and (Path(adapter) / "tokenizer_config.json").exists() else model_path
     tokenizer = tokenizer_of(tok_dir)
