@@ -38,7 +38,8 @@ overrides = dict(max_train_examples=48, val_examples=16, max_eval_examples=16, m
 overrides.update(json.loads(extra))
 cfg = load_finetune_config(task, "full", overrides=overrides)
 rec = finetune(task, "full", backbone, cfg, out_dir=out, runs_dir=out + "/records")
-digest = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted((Path(out) / "model").glob("*.safetensors"))}
+files = sorted((Path(out) / "model").glob("*.safetensors"))
+digest = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 t = rec.details["training"]
 json.dump({"metrics": rec.metrics, "global_steps": t["global_steps"], "best": t["best_val_metric"],
            "best_checkpoint": t["best_checkpoint"], "resumed_from": t["resumed_from"], "evals": t["log"],

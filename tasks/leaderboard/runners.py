@@ -145,6 +145,8 @@ def _run_finetune(ctx: Context, cell: Cell, key: str) -> Path:
     rows = {name: ctx.split(cell.task, name) for name in {spec.train_split, VALIDATION, spec.eval_split}
             if spec.has_split(name)}
     model_path = resolve_model_path(ctx.cfg.models[cell.model].path)
+    # The out dir is a function of the cell (its key) only: a re-run of a cell that was interrupted in training
+    # resumes from the checkpoints left there (finetune checks that they are of the same config).
     out = ctx.models_dir / cell.task / f"{method}-{cell.model}-seed{cell.seed}-{key[:8]}"
     record = finetune(spec, method, model_path, cfg, out_dir=out, runs_dir=ctx.staging(key), rows=rows)
     if record is None:  # pragma: no cover - only non-main DDP processes get None

@@ -88,6 +88,10 @@ class FinetuneConfig:
     # fewer (`sized_val_examples`: half its training examples, at least 16)
     val_examples: int = 500
     early_stopping_patience: int = 3  # evaluations without improvement of the primary metric (epochs: at most)
+    # where the validation rows scored in training come from: None (auto) = held out of the training split when the
+    # reported split is `validation` (early stopping must not see it), else the `validation` split; true / false
+    # force one (false with split validation selects on the reported rows: only for deliberate overfitting tests)
+    val_from_train: bool | None = None
     max_train_examples: int | None = None  # seeded subset of the training split
     max_eval_examples: int | None = None  # first N of a fixed shuffle of the reported split
     logging_steps: int = 10

@@ -8,8 +8,8 @@ best checkpoint need it; a spec without one cannot be fine-tuned). When `validat
 reports (GLUE-style tasks whose test labels are hidden), that subset is held out of the training split instead,
 so no choice made in training sees the reported examples. A run killed in training resumes from the last
 checkpoint in `out_dir`/checkpoints when run again with the same config (`resume: false` starts over). Under
-DDP only the first process saves, evaluates and writes the record. torch and transformers are imported when a run starts, so the command line's
-help and the leaderboard's planning, which import this package, stay fast.
+DDP only the first process saves, evaluates and writes the record. torch and transformers are imported when a
+run starts, so the command line's help and the leaderboard's planning, which import this package, stay fast.
 """
 
 from __future__ import annotations
@@ -53,20 +53,32 @@ def check_finetunable(spec: TaskSpec, method: str, split: str) -> None:
         raise TaskError(str(unknown_name("split", split, spec.splits, f"task {spec.name!r}")))
 
 
+def trained_on(cfg: FinetuneConfig, n_rows: int) -> int:
+    """How many distinct training rows the run sees: all of them, or fewer when `max_steps` ends it sooner."""
+    if cfg.max_steps <= 0:
+        return n_rows
+    per_step = cfg.batch_size * cfg.grad_accum * int(os.environ.get("WORLD_SIZE", "1"))
+    return min(n_rows, cfg.max_steps * per_step)
+
+
 def training_rows(spec: TaskSpec, cfg: FinetuneConfig, split: str, train: Any,
                   validation: Any) -> tuple[Any, Any, str]:
     """(training rows, validation rows scored in training, where the latter came from). Training rows are the
-    first `max_train_examples` of a seeded shuffle of the training split; if the reported split is `validation`,
-    the validation rows are the last ones of that shuffle (never trained on, disjoint from the reported split)."""
-    if split != VALIDATION:
+    first `max_train_examples` of a seeded shuffle of the training split; if the reported split is `validation`
+    (or `val_from_train` says so), the validation rows are the last ones of that shuffle (never trained on,
+    disjoint from the reported split)."""
+    if not (cfg.val_from_train if cfg.val_from_train is not None else split == VALIDATION):
         train_rows = seeded_subset(train, cfg.max_train_examples, cfg.seed)
-        return train_rows, seeded_subset(validation, sized_val_examples(cfg, len(train_rows)), cfg.seed), VALIDATION
+        n_val = sized_val_examples(cfg, trained_on(cfg, len(train_rows)))
+        return train_rows, seeded_subset(validation, n_val, cfg.seed), VALIDATION
     shuffled = train.shuffle(seed=cfg.seed)
-    n_val = sized_val_examples(cfg, min(cfg.max_train_examples or len(shuffled), len(shuffled)))
+    n_val = sized_val_examples(cfg, trained_on(cfg, min(cfg.max_train_examples or len(shuffled), len(shuffled))))
     n_train = min(cfg.max_train_examples or len(shuffled), len(shuffled) - n_val)
     if n_train < 1:
         raise TaskError(f"{spec.name}: {len(shuffled)} training rows leave none to train on after holding out "
-                        f"{n_val} for validation; give more training rows")
+                        f"{n_val} for validation (the reported split is {split!r}, so early stopping scores rows "
+                        "held out of training); give more training rows, or set val_from_train: false to select "
+                        f"on {VALIDATION!r} itself")
     held_out = shuffled.select(range(len(shuffled) - n_val, len(shuffled)))
     return shuffled.select(range(n_train)), held_out, f"{spec.train_split} (held out)"
 
@@ -138,7 +150,7 @@ def finetune(
         return given[name] if given.get(name) is not None else load_split(spec, name)
 
     train_rows, val_rows, val_source = training_rows(
-        spec, cfg, split, split_rows(spec.train_split), split_rows(VALIDATION) if split != VALIDATION else None)
+        spec, cfg, split, split_rows(spec.train_split), split_rows(VALIDATION))
     test_rows = eval_rows(spec, split, cfg.max_eval_examples, split_rows(split))
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
