@@ -154,7 +154,7 @@ def finetune_extractive(
     from datasets import Dataset
 
     from gpt2core.checkpoint import load_model
-    from tasks.methods.finetune.trainer import TaskTrainer, training_arguments, training_log
+    from tasks.methods.finetune.trainer import TaskTrainer, TimedCheckpoints, training_arguments, training_log
 
     spec = get_task(task)
     split = split or spec.eval_split
@@ -195,8 +195,9 @@ def finetune_extractive(
     trainer = TaskTrainer(model=model, args=training_arguments(spec, cfg, out / "checkpoints"),
                           train_dataset=features[0], eval_dataset=features[1],
                           data_collator=WindowCollator(tokenizer.pad_token_id),
-                          callbacks=[EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience)],
-                          scorer=scorer)
+                          callbacks=[EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience),
+                                     TimedCheckpoints(cfg.checkpoint_minutes)],
+                          scorer=scorer, group_by_length=cfg.group_by_length)
     if not cfg.progress:
         trainer.remove_callback(PrinterCallback)
     t0 = time.perf_counter()
