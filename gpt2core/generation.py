@@ -129,11 +129,12 @@ def guard_repeats(logits: torch.Tensor, seqs: torch.Tensor, start: torch.Tensor 
     V = logits.shape[-1]
     if repetition_penalty != 1.0:
         ids = seqs.clamp(max=V)
-        if start is not None:
+        if start is not None:  # left padding goes to a spare column past the vocabulary
             ids = ids.masked_fill(torch.arange(L, device=seqs.device)[None] < start[:, None], V)
-        seen = torch.zeros(B, V + 1, dtype=torch.bool, device=logits.device).scatter_(1, ids, True)[:, :V]
-        penalised = torch.where(logits < 0, logits * repetition_penalty, logits / repetition_penalty)
-        logits = torch.where(seen, penalised, logits)
+        padded = F.pad(logits, (0, 1))
+        seen = padded.gather(1, ids)  # (B, L): only the tokens that occur are touched
+        padded = padded.scatter(1, ids, torch.where(seen < 0, seen * repetition_penalty, seen / repetition_penalty))
+        logits = padded[:, :V]
     n = no_repeat_ngram_size
     if n and L >= n:
         prefix = seqs[:, L + 1 - n:]  # (B, n - 1): the n-gram the next token would complete starts with it
