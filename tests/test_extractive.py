@@ -16,6 +16,7 @@ from tasks.evaluation.records import read_predictions, read_record
 from tasks.leaderboard.config import config_from_dict
 from tasks.leaderboard.keys import cell_key
 from tasks.leaderboard.methods import parse_method
+from tasks.leaderboard import planning
 from tasks.leaderboard.planning import plan
 from tasks.methods import adapters
 from tasks.methods.extractive import applies, evaluate_extractive, finetune_extractive, split_overrides
@@ -146,7 +147,14 @@ def test_lora_run_trains_the_head_and_reloads(task, tiny_backbone, tmp_path):
         [r["prediction"] for r in read_predictions(rec.predictions)]
 
 
-def test_leaderboard_names_plans_and_keys_extractive_rows(tiny_backbone):
+def test_leaderboard_skips_extractive_cells_until_its_runners_run_them(tiny_backbone):
+    cfg = config_from_dict({"models": {"m": str(tiny_backbone)}, "tasks": [BBC], "methods": ["finetune:extractive-lora"]})
+    cells, notes = plan(cfg)
+    assert not cells and "runners" in notes[0].message
+
+
+def test_leaderboard_names_plans_and_keys_extractive_rows(tiny_backbone, monkeypatch):
+    monkeypatch.setattr(planning, "EXTRACTIVE_RUNNER", True)
     m = parse_method("finetune:extractive-lora")
     assert (m.kind, m.finetune, m.extractive, m.row_method) == ("finetune", "lora", True, "finetune:extractive-lora")
     assert not parse_method("finetune:lora").extractive
