@@ -171,3 +171,9 @@ def test_predictions_follow_the_spec_decoding(tiny_backbone):
     assert from_spec == from_settings
     assert predict(beam_spec, model, tok, rows, dataclasses.replace(s, num_beams=1, no_repeat_ngram_size=0)) == greedy
     assert from_spec != greedy  # random weights repeat themselves: the 2-gram guard changes the output
+
+
+def test_every_generation_spec_states_the_decoding_chosen_on_validation():
+    for name in GENERATION_TASKS:
+        raw = yaml.safe_load(open(available_tasks()[name]).read())["generation"]
+        assert set(DECODING_DEFAULTS) <= set(raw), f"{name}: state {', '.join(DECODING_DEFAULTS)} in generation:"
