@@ -5,6 +5,10 @@ the same backbone folder, a plain `Trainer` with its default dynamic-padding col
 
     .venv/bin/python bench/finetune.py [--task sst2] [--train-examples 2000] [--steps 40] [--batch 32]
         [--max-length 128] [--threads 1] [--bf16 auto|on|off] [--rounds 1] [--set key=value ...]
+        [--hf-group-by-length]
+
+The suite groups batches by length (`group_by_length`, default on); plain Trainer does not unless
+`--hf-group-by-length` gives it `train_sampling_strategy="group_by_length"` (the like-for-like loop comparison).
 
 Tokens/s = non-padding training tokens / seconds of the training phase (`trainer.train()`: for the suite that
 includes its evaluations on validation, best-checkpoint selection and checkpoints, which are part of its cost).
@@ -79,7 +83,8 @@ def hf_run(args, bf16: bool, tmp: Path) -> dict:
         max_steps=args.steps, warmup_steps=args.warmup, lr_scheduler_type="linear", save_strategy="no",
         eval_strategy="no", logging_steps=10, report_to=[], use_cpu=not torch.cuda.is_available(), bf16=bf16,
         seed=args.seed, data_seed=args.seed, disable_tqdm=True, include_num_input_tokens_seen="non_padding",
-        dataloader_num_workers=0)
+        dataloader_num_workers=0,
+        train_sampling_strategy="group_by_length" if args.hf_group_by_length else "random")
     trainer = Trainer(model=model, args=targs, train_dataset=ds, data_collator=DataCollatorWithPadding(tokenizer))
     t0 = time.perf_counter()
     trainer.train()
@@ -104,6 +109,8 @@ def main() -> int:
     ap.add_argument("--eval-examples", type=int, default=64, help="test-split rows the suite scores after training")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--hf-group-by-length", action="store_true",
+                    help="give the transformers side length-grouped batches too (train_sampling_strategy)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a suite config override (e.g. eval_steps=20); the transformers side ignores it")
     args = ap.parse_args()
@@ -130,7 +137,8 @@ def main() -> int:
                   f"end-to-end {res['total']:.1f}s", flush=True)
     print(f"task={args.task} full fine-tuning, {args.train_examples} train examples, {args.steps} steps x batch "
           f"{args.batch}, max_length {args.max_length}, threads={args.threads}, bf16={bf16}, rounds={args.rounds}"
-          + (f", suite overrides {' '.join(args.set)}" if args.set else ""))
+          + (f", suite overrides {' '.join(args.set)}" if args.set else "")
+          + (", transformers side length-grouped" if args.hf_group_by_length else ""))
     a, b = statistics.median(rates["suite"]), statistics.median(rates["transformers"])
     print(f"suite:        {a:8.0f} tok/s (training phase)")
     print(f"transformers: {b:8.0f} tok/s (GPT2ForSequenceClassification + Trainer)")
