@@ -163,7 +163,7 @@ def test_qa_overfits_short_examples(tiny_backbone, tmp_path):
     rec = run(spec.name, "full", tiny_backbone, tmp_path, rows={spec.train_split: rows, VALIDATION: rows},
               max_train_examples=None, max_eval_examples=None, val_examples=6, max_steps=40, batch_size=6,
               max_length=192, doc_stride=48, lr=5e-3, warmup=0.1, eval_steps=40, early_stopping_patience=100,
-              split=VALIDATION)
+              split=VALIDATION, val_from_train=False)
     assert rec.n_examples == 6
     assert rec.metrics["f1"] > 80.0
 
