@@ -119,6 +119,11 @@ def test_pipeline_end_to_end(task, method, tiny_backbone, tmp_path):
     assert [r["prediction"] for r in recompute(again)[1]] == [r["prediction"] for r in rows]
     assert again.method == method and again.metrics == rec.metrics
     assert not {"lora", "prompt", "prefix"} & set(again.config)  # an adapter's settings are its folder's
+    # generation records say how they decoded (the spec's generation: settings), the others carry None
+    generates = spec.kind == "conditional_generation"
+    for r in (rec, again):
+        assert (r.config["decoding"]["num_beams"] == spec.generation.num_beams) if generates else (
+            r.config["decoding"] is None)
 
 
 @pytest.mark.parametrize("method", ["lora", "prompt", "prefix", "linear"])

@@ -16,7 +16,7 @@ from gpt2core.typed_config import unknown_name
 from tasks.data.registry import get_task
 from tasks.data.spec import TaskSpec
 from tasks.errors import TaskError
-from tasks.evaluation.predict import eval_rows, predict, score
+from tasks.evaluation.predict import decoding, eval_rows, predict, score
 from tasks.evaluation.records import RunRecord, new_record, peak_memory_mb, write_run
 from tasks.methods import adapters
 from tasks.methods.finetune.config import METHOD_SETTINGS, load_finetune_config, method_fields, predict_settings
@@ -61,7 +61,7 @@ def evaluate(
     # the config layers'.
     common = {k: v for k, v in method_fields(cfg, cfg_method).items() if k not in METHOD_SETTINGS}
     config = common | {"split": split, "limit": limit, "adapter": info["adapter"], "base_model": info["base_model"],
-                       "evaluated_model": str(model_path)}
+                       "evaluated_model": str(model_path), "decoding": decoding(spec, settings)}
     record = new_record(spec, method, info["base_model"], split=split, metrics=metrics, n_examples=len(rows),
                         seed=cfg.seed, config=config, trainable_params=trainable, total_params=total,
                         eval_seconds=eval_seconds, peak_memory_mb=peak_memory_mb())

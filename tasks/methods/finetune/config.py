@@ -80,7 +80,7 @@ class FinetuneConfig:
     n_best: int = 20  # QA
     keep_source: str = "start"  # generation: which part of a long source survives truncation ("start" | "end")
     max_target_tokens: int | None = None  # generation: training targets / generated tokens (default: the task's)
-    num_beams: int = 1  # generation at evaluation: 1 = greedy
+    num_beams: int | None = None  # generation at evaluation: None = the task spec's generation.num_beams
     # evaluation and budgets
     eval_batch_size: int = 32
     eval_steps: int | None = None  # None: evaluate (and checkpoint) once per epoch
@@ -219,10 +219,11 @@ def load_finetune_config(
 def validate(cfg: FinetuneConfig, method: str) -> None:
     """Values in range (the types were checked when the layers were read)."""
     for name in ("batch_size", "grad_accum", "eval_batch_size", "max_length", "val_examples", "logging_steps",
-                 "num_beams", "n_best", "max_answer_length"):
+                 "n_best", "max_answer_length"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"{name}: must be at least 1, got {getattr(cfg, name)}")
-    for name in ("max_train_examples", "max_eval_examples", "eval_steps", "max_target_tokens", "threads"):
+    for name in ("max_train_examples", "max_eval_examples", "eval_steps", "max_target_tokens", "threads",
+                 "num_beams"):
         if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
             raise ConfigError(f"{name}: must be at least 1 (or null), got {getattr(cfg, name)}")
     if cfg.checkpoint_minutes <= 0:

@@ -27,7 +27,7 @@ from tasks.data.load import load_split
 from tasks.data.registry import get_task
 from tasks.data.spec import TaskSpec
 from tasks.errors import TaskError
-from tasks.evaluation.predict import eval_rows, predict, score, seeded_subset
+from tasks.evaluation.predict import decoding, eval_rows, predict, score, seeded_subset
 from tasks.evaluation.records import RunRecord, new_record, peak_memory_mb, write_run
 from tasks.kinds import get_kind
 from tasks.methods import adapters
@@ -189,7 +189,7 @@ def finetune(
     config = method_fields(cfg, method) | {
         "max_length_effective": max_length, "bf16_effective": trainer.args.bf16, "split": split,
         "train_examples": len(train_rows), "val_examples_used": len(val_rows), "val_source": val_source,
-        "out_dir": str(out), "world_size": trainer.args.world_size}
+        "out_dir": str(out), "world_size": trainer.args.world_size, "decoding": decoding(spec, settings)}
     record = new_record(
         spec, method, model_path, split=split, metrics=metrics, n_examples=len(test_rows), seed=cfg.seed,
         config=config, trainable_params=trainable, total_params=total, train_seconds=train_seconds,
