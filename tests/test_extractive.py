@@ -2,10 +2,12 @@
 sentence-scoring head, overfitting a handful of BBC articles, full and LoRA runs with their records and reloads,
 the leaderboard's method names and plan, and bad input on the command line."""
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from tasks.cli.extractive import main as cli_main
 from tasks.data.load import load_split
@@ -16,7 +18,6 @@ from tasks.evaluation.records import read_predictions, read_record
 from tasks.leaderboard.config import config_from_dict
 from tasks.leaderboard.keys import cell_key
 from tasks.leaderboard.methods import parse_method
-from tasks.leaderboard import planning
 from tasks.leaderboard.planning import plan
 from tasks.methods import adapters
 from tasks.methods.extractive import applies, evaluate_extractive, finetune_extractive, split_overrides
@@ -147,14 +148,23 @@ def test_lora_run_trains_the_head_and_reloads(task, tiny_backbone, tmp_path):
         [r["prediction"] for r in read_predictions(rec.predictions)]
 
 
-def test_leaderboard_skips_extractive_cells_until_its_runners_run_them(tiny_backbone):
-    cfg = config_from_dict({"models": {"m": str(tiny_backbone)}, "tasks": [BBC], "methods": ["finetune:extractive-lora"]})
-    cells, notes = plan(cfg)
-    assert not cells and "runners" in notes[0].message
+def test_a_leaderboard_runs_an_extractive_cell(tiny_backbone, tmp_path):
+    from tasks.cli.main import main
+
+    (tmp_path / "lb.yaml").write_text(yaml.safe_dump({
+        "name": "extractive", "models": {"m": str(tiny_backbone)}, "tasks": [BBC],
+        "methods": ["baseline:lead-k", "finetune:extractive-lora"], "seeds": [0],
+        "budgets": {"max_train_examples": 8, "max_steps": 2, "max_eval_examples": 4, "val_examples": 4,
+                    "batch_size": 4, "eval_batch_size": 4, "threads": 1}}))
+    assert main(["leaderboard", "--config", str(tmp_path / "lb.yaml"), "--out", str(tmp_path / "out"),
+                 "--models-dir", str(tmp_path / "models")]) == 0
+    records = [json.loads(p.read_text()) for p in (tmp_path / "out" / "runs").glob("*.json") if p.name != "index.json"]
+    assert sorted(r["method"] for r in records) == ["baseline-lead-k", "extractive-lora"]
+    assert "finetune:extractive-lora" in (tmp_path / "out" / "leaderboard.md").read_text()
+    assert list((tmp_path / "models").rglob("extractive-lora-m-seed0-*"))
 
 
-def test_leaderboard_names_plans_and_keys_extractive_rows(tiny_backbone, monkeypatch):
-    monkeypatch.setattr(planning, "EXTRACTIVE_RUNNER", True)
+def test_leaderboard_names_plans_and_keys_extractive_rows(tiny_backbone):
     m = parse_method("finetune:extractive-lora")
     assert (m.kind, m.finetune, m.extractive, m.row_method) == ("finetune", "lora", True, "finetune:extractive-lora")
     assert not parse_method("finetune:lora").extractive

@@ -121,11 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     from gpt2core.pretrain.cli import add_pretrain_parser
     from tasks.cli.prompting import add_fewshot_parsers
+    from tasks.cli.extractive import add_extractive_parsers
     from tasks.cli.finetune import add_finetune_parsers
     from tasks.leaderboard.cli import add_leaderboard_parser
 
     add_pretrain_parser(sub)
     add_finetune_parsers(sub)
+    add_extractive_parsers(sub)
     add_fewshot_parsers(sub)
     add_leaderboard_parser(sub)
     return parser

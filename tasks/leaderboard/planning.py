@@ -21,11 +21,6 @@ from tasks.leaderboard.tasks_api import LeaderboardError, TaskSpec, adapter_meta
 from tasks.methods.extractive import applies as extractive_applies
 
 PERPLEXITY = MethodSpec("perplexity", "perplexity", "language-modelling", shots=0)  # the row of a text-scoring task
-# Whether the cell runners (runners.py) run `finetune:extractive-*` cells with tasks.methods.extractive. Until they
-# do, such a cell would run the abstractive pipeline under the extractive row's name, so it is skipped with a note.
-EXTRACTIVE_RUNNER = False
-
-
 @dataclass
 class Cell:
     """One run: a (model, task, method, seed) with its budgets. `kind`: baseline | fewshot | finetune | adapter |
@@ -145,8 +140,6 @@ def _not_applicable(spec: TaskSpec, method: MethodSpec) -> str | None:
     elif method.calibrate and not kind.calibrates:
         return f"calibration applies to kinds that rank labels; {spec.name} is a {kind.name} task"
     elif method.kind == "finetune" and method.extractive:
-        if not EXTRACTIVE_RUNNER:
-            return "the leaderboard's runners do not run extractive cells yet (tasks/leaderboard/planning.py)"
         return extractive_applies(spec)
     elif method.kind == "finetune" and method.finetune not in kind.finetune_methods:
         return (f"does not apply to {spec.name} ({kind.name} tasks: "

@@ -136,6 +136,7 @@ def _run_fewshot(ctx: Context, cell: Cell, key: str) -> Path:
 
 
 def _run_finetune(ctx: Context, cell: Cell, key: str) -> Path:
+    from tasks.methods.extractive import finetune_extractive
     from tasks.methods.finetune import finetune
     from tasks.methods.finetune.run import VALIDATION
 
@@ -147,8 +148,10 @@ def _run_finetune(ctx: Context, cell: Cell, key: str) -> Path:
     model_path = resolve_model_path(ctx.cfg.models[cell.model].path)
     # The out dir is a function of the cell (its key) only: a re-run of a cell that was interrupted in training
     # resumes from the checkpoints left there (finetune checks that they are of the same config).
-    out = ctx.models_dir / cell.task / f"{method}-{cell.model}-seed{cell.seed}-{key[:8]}"
-    record = finetune(spec, method, model_path, cfg, out_dir=out, runs_dir=ctx.staging(key), rows=rows)
+    name = cell.method.row_method.removeprefix("finetune:")  # lora, or extractive-lora for the sentence scorer
+    out = ctx.models_dir / cell.task / f"{name}-{cell.model}-seed{cell.seed}-{key[:8]}"
+    run = finetune_extractive if cell.method.extractive else finetune
+    record = run(spec, method, model_path, cfg, out_dir=out, runs_dir=ctx.staging(key), rows=rows)
     if record is None:  # pragma: no cover - only non-main DDP processes get None
         raise RuntimeError("fine-tuning returned no record")
     return _staged_record(ctx.staging(key))
@@ -156,14 +159,16 @@ def _run_finetune(ctx: Context, cell: Cell, key: str) -> Path:
 
 def _run_adapter(ctx: Context, cell: Cell, key: str) -> Path:
     from tasks.methods.evaluate import evaluate
+    from tasks.methods.extractive import evaluate_extractive
 
     spec = get_task(cell.task)
     folder = resolve_model_path(cell.adapter)
     backbone = resolve_model_path(ctx.cfg.models[cell.model].path)
     full = (adapter_meta(folder) or {}).get("method") == "full"
-    evaluate(spec, str(folder if full else backbone), adapter=None if full else str(folder),
-             limit=cell.budgets.eval_limit, overrides=method_overrides(cell.method.finetune, adapter_overrides(cell)),
-             runs_dir=str(ctx.staging(key)), rows=ctx.split(cell.task, spec.eval_split))
+    (evaluate_extractive if cell.method.extractive else evaluate)(
+        spec, str(folder if full else backbone), adapter=None if full else str(folder),
+        limit=cell.budgets.eval_limit, overrides=method_overrides(cell.method.finetune, adapter_overrides(cell)),
+        runs_dir=str(ctx.staging(key)), rows=ctx.split(cell.task, spec.eval_split))
     return _staged_record(ctx.staging(key))
 
 
