@@ -150,11 +150,11 @@ def finetune_extractive(
     """Train the sentence scorer, save it (into `out_dir`/model), evaluate on `split` and write a run record.
     `rows` maps split names to already loaded rows (as `finetune`'s); the budgets still apply to them."""
     import torch
-    from transformers import EarlyStoppingCallback, PrinterCallback, set_seed
+    from transformers import set_seed
     from datasets import Dataset
 
     from gpt2core.checkpoint import load_model
-    from tasks.methods.finetune.trainer import TaskTrainer, TimedCheckpoints, training_arguments, training_log
+    from tasks.methods.finetune.trainer import build_trainer, training_log
 
     spec = get_task(task)
     split = split or spec.eval_split
@@ -192,14 +192,8 @@ def finetune_extractive(
         preds, _ = summarize(m, tokenizer, val, budget, max_length, settings.context_tokens, cfg.eval_batch_size)
         return score(spec, val_rows, preds)[0]
 
-    trainer = TaskTrainer(model=model, args=training_arguments(spec, cfg, out / "checkpoints"),
-                          train_dataset=features[0], eval_dataset=features[1],
-                          data_collator=WindowCollator(tokenizer.pad_token_id),
-                          callbacks=[EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience),
-                                     TimedCheckpoints(cfg.checkpoint_minutes)],
-                          scorer=scorer, group_by_length=cfg.group_by_length)
-    if not cfg.progress:
-        trainer.remove_callback(PrinterCallback)
+    trainer = build_trainer(spec, model, tokenizer, cfg, out / "checkpoints", features[0], features[1], scorer,
+                            collator=WindowCollator(tokenizer.pad_token_id))
     t0 = time.perf_counter()
     trainer.train()
     train_seconds = time.perf_counter() - t0

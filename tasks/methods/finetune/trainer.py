@@ -158,16 +158,18 @@ def training_arguments(spec: TaskSpec, cfg: FinetuneConfig, checkpoints: Path) -
 
 
 def build_trainer(spec: TaskSpec, model: Any, tokenizer: Any, cfg: FinetuneConfig, checkpoints: Path,
-                  train_ds: Any, val_ds: Any, scorer: Callable[[Any], dict[str, float]]) -> TaskTrainer:
+                  train_ds: Any, val_ds: Any, scorer: Callable[[Any], dict[str, float]],
+                  collator: Any = None) -> TaskTrainer:
     """A TaskTrainer for `model` on the task's training features, evaluated by `scorer` on the validation rows.
-    Without progress output (`progress: false`, as the leaderboard runs it) the Trainer prints nothing: its
-    PrinterCallback would print every log dict."""
+    `collator`: the task kind's unless given (the extractive sentence scorer batches windows). Without progress
+    output (`progress: false`, as the leaderboard runs it) the Trainer prints nothing: its PrinterCallback would
+    print every log dict."""
     trainer = TaskTrainer(
         model=model,
         args=training_arguments(spec, cfg, checkpoints),
         train_dataset=train_ds,
         eval_dataset=val_ds,
-        data_collator=get_kind(spec.kind).collator(tokenizer),
+        data_collator=collator if collator is not None else get_kind(spec.kind).collator(tokenizer),
         callbacks=[EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience),
                    TimedCheckpoints(cfg.checkpoint_minutes)],
         scorer=scorer,
