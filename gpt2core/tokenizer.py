@@ -155,8 +155,7 @@ def train_tokenizer(
 
     model = json.loads(bpe.to_str())["model"]
     vocab = _gpt2_layout(model["vocab"])
-    # tokenizers >= 0.20 stores merges as [a, b] pairs, older versions as "a b" strings.
-    merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
+    merges = _merge_lines(model)
     if len(vocab) < vocab_size:
         warnings.warn(
             f"train_tokenizer: the corpus gave only {len(vocab)} tokens of the {vocab_size} asked for "
@@ -178,6 +177,12 @@ def train_tokenizer(
     return load_tokenizer(out)
 
 
+def _merge_lines(bpe_model: dict) -> list[str]:
+    """merges.txt lines of a tokenizers BPE model: tokenizers >= 0.20 stores merges as [a, b] pairs, older
+    versions as "a b" strings."""
+    return [m if isinstance(m, str) else " ".join(m) for m in bpe_model["merges"]]
+
+
 def _write_gpt2_files(folder: Path, vocab: dict[str, int], merges: list[str]) -> None:
     with open(folder / "vocab.json", "w", encoding="utf-8") as f:
         json.dump(vocab, f, ensure_ascii=False)
@@ -191,8 +196,7 @@ def save_tokenizer(tokenizer: PreTrainedTokenizerFast, folder: str | os.PathLike
     folder = Path(folder)
     tokenizer.save_pretrained(folder)
     model = json.loads(tokenizer.backend_tokenizer.to_str())["model"]
-    merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
-    _write_gpt2_files(folder, model["vocab"], merges)
+    _write_gpt2_files(folder, model["vocab"], _merge_lines(model))
 
 
 def load_tokenizer(path: str | os.PathLike, *, padding_side: str = "right") -> PreTrainedTokenizerFast:
