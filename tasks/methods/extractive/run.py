@@ -28,13 +28,14 @@ from tasks.data.load import load_split
 from tasks.data.registry import get_task
 from tasks.data.spec import TaskSpec
 from tasks.errors import ConfigError, MethodError, TaskError
-from tasks.evaluation.predict import eval_rows, score, seeded_subset
+from tasks.evaluation.predict import eval_rows, score
 from tasks.evaluation.records import RunRecord, new_record, peak_memory_mb, write_run
 from tasks.kinds import get_kind
 from tasks.methods import adapters
 from tasks.methods.extractive.oracle import BUDGET_RULES, Budget, learn_budget, oracle, split_sentences
 from tasks.methods.extractive.windows import WindowCollator, score_sentences, select, sentence_ids, window_features
-from tasks.methods.finetune.config import FinetuneConfig, load_finetune_config, method_fields, sized_val_examples
+from tasks.methods.finetune.config import FinetuneConfig, load_finetune_config, method_fields
+from tasks.methods.finetune.run import resume_point, training_rows
 
 METHODS = ("full", "lora")
 RECORD_PREFIX = "extractive-"  # the record's method: extractive-full, extractive-lora
@@ -169,8 +170,8 @@ def finetune_extractive(
     def split_rows(name: str) -> Any:
         return given[name] if given.get(name) is not None else load_split(spec, name)
 
-    train_rows = seeded_subset(split_rows(spec.train_split), cfg.max_train_examples, cfg.seed)
-    val_rows = seeded_subset(split_rows(VALIDATION), sized_val_examples(cfg, len(train_rows)), cfg.seed)
+    train_rows, val_rows, val_source = training_rows(
+        spec, cfg, split, split_rows(spec.train_split), split_rows(VALIDATION))
     test_rows = eval_rows(spec, split, cfg.max_eval_examples, split_rows(split))
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
@@ -194,8 +195,12 @@ def finetune_extractive(
 
     trainer = build_trainer(spec, model, tokenizer, cfg, out / "checkpoints", features[0], features[1], scorer,
                             collator=WindowCollator(tokenizer.pad_token_id))
+    # a run killed in training resumes from its last checkpoint, as the abstractive runs do
+    fingerprint = method_fields(cfg, method) | {"model": str(model_path), "split": split,
+                                                "extractive": dataclasses.asdict(settings)}
+    resume = resume_point(out / "checkpoints", fingerprint, cfg.resume)
     t0 = time.perf_counter()
-    trainer.train()
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     train_seconds = time.perf_counter() - t0
 
     model = trainer.accelerator.unwrap_model(trainer.model)
@@ -215,7 +220,7 @@ def finetune_extractive(
     config = method_fields(cfg, method) | {
         "formulation": "extractive", "extractive": dataclasses.asdict(settings), "max_length_effective": max_length,
         "bf16_effective": trainer.args.bf16, "split": split, "train_examples": len(train_rows),
-        "val_examples_used": len(val_rows), "out_dir": str(out)}
+        "val_examples_used": len(val_rows), "val_source": val_source, "out_dir": str(out)}
     details = {"training": training_log(trainer, len(features[0])), "budget": budget.describe(),
                "labelling_seconds": round(labelling_seconds, 3),
                "train_oracle_sentences_mean": sum(map(len, train.oracles or [])) / max(1, len(train_rows)),
