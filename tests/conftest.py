@@ -51,3 +51,24 @@ def tiny_backbone(tmp_path_factory, shared_data) -> Path:
     model = GPT2LMModel(GPT2Config.from_preset("tiny", vocab_size=len(tok), n_positions=512))
     model.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="module")
+def pair():
+    """(transformers' GPT2LMHeadModel, our GPT2LMModel) with the same random weights, vocabulary 300 (id 299 is
+    <|endoftext|>). The embedding is scaled up for sharp outputs: greedy paths are not ties, and plain greedy falls
+    into the repetition loops that the decoding guards must break."""
+    import torch
+    from transformers import GPT2Config as HFGPT2Config
+    from transformers import GPT2LMHeadModel
+
+    from gpt2core import GPT2LMModel
+
+    vocab = 300
+    torch.manual_seed(0)
+    cfg = HFGPT2Config(vocab_size=vocab, n_positions=96, n_embd=64, n_layer=3, n_head=4,
+                       bos_token_id=vocab - 1, eos_token_id=vocab - 1, pad_token_id=vocab - 1)
+    hf = GPT2LMHeadModel(cfg).eval()
+    with torch.no_grad():
+        hf.transformer.wte.weight.mul_(20)
+    return hf, GPT2LMModel.from_hf(hf).eval()

@@ -7,10 +7,7 @@ import re
 import pytest
 import torch
 import yaml
-from transformers import GPT2LMHeadModel
-from transformers import GPT2Config as HFGPT2Config
 
-from gpt2core import GPT2LMModel
 from gpt2core.errors import ModelInputError
 from tasks.data.registry import available_tasks, get_task, load_spec, spec_fields
 from tasks.data.spec import DECODING_DEFAULTS
@@ -21,17 +18,6 @@ from tasks.kinds.conditional_generation import ConditionalGeneration, generate_a
 VOCAB = 300
 GENERATION_TASKS = [n for n, p in available_tasks().items()
                     if isinstance(get_kind(load_spec(p).kind), ConditionalGeneration)]
-
-
-@pytest.fixture(scope="module")
-def pair():
-    torch.manual_seed(0)
-    cfg = HFGPT2Config(vocab_size=VOCAB, n_positions=96, n_embd=64, n_layer=3, n_head=4,
-                       bos_token_id=VOCAB - 1, eos_token_id=VOCAB - 1, pad_token_id=VOCAB - 1)
-    hf = GPT2LMHeadModel(cfg).eval()
-    with torch.no_grad():  # sharp outputs: plain greedy falls into loops at once, which the guards must break
-        hf.transformer.wte.weight.mul_(20)
-    return hf, GPT2LMModel.from_hf(hf).eval()
 
 
 def _left_padded(pads=(0, 3, 9, 15), width=20, seed=4):

@@ -5,24 +5,11 @@ import sys
 
 import pytest
 import torch
-from transformers import GPT2LMHeadModel
-from transformers import GPT2Config as HFGPT2Config
 
 from gpt2core import GPT2Config, GPT2LMModel, generate
 from gpt2core.generation import sample_next
 
 VOCAB = 300
-
-
-@pytest.fixture(scope="module")
-def pair():
-    torch.manual_seed(0)
-    cfg = HFGPT2Config(vocab_size=VOCAB, n_positions=96, n_embd=64, n_layer=3, n_head=4,
-                       bos_token_id=VOCAB - 1, eos_token_id=VOCAB - 1, pad_token_id=VOCAB - 1)
-    hf = GPT2LMHeadModel(cfg).eval()
-    with torch.no_grad():  # a sharper output distribution than the init's, so greedy paths are not ties
-        hf.transformer.wte.weight.mul_(20)
-    return hf, GPT2LMModel.from_hf(hf).eval()
 
 
 def test_greedy_equals_transformers_batch1(pair):
