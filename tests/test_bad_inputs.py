@@ -325,6 +325,10 @@ CLI_CASES = [
     Cli("leaderboard-missing-model-folder", ["leaderboard", "--config", "{tmp}/lb.yaml", "--out", "{tmp}/lb"],
         "is not a model folder", setup=_write("lb.yaml", "models: {m: /no/such/model}\ntasks: [trec]\n"
                                                           "methods: [zero-shot]\n")),
+    Cli("leaderboard-extends-missing-file", ["leaderboard", "--config", "{tmp}/lb.yaml", "--dry-run"],
+        "extends: 'base.yaml' is not a file beside it", setup=_write("lb.yaml", "extends: base.yaml\n")),
+    Cli("leaderboard-extends-itself", ["leaderboard", "--config", "{tmp}/lb.yaml", "--dry-run"],
+        "leads back to itself", setup=_write("lb.yaml", "extends: lb.yaml\ntasks: [trec]\n")),
 ]
 
 

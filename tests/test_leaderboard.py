@@ -486,7 +486,7 @@ def test_the_output_stem_names_the_rendered_files(tmp_path, shared_data):
 
 
 def test_shipped_configs_parse_and_plan_every_task():
-    for name in ("quick", "full", "test"):
+    for name in ("quick", "full", "gpu", "test"):
         cfg = load_config(REPO / "configs" / "leaderboard" / f"{name}.yaml")
         cells, notes = plan(cfg)
         assert cells and {c.task for c in cells} == set(cfg.tasks), name
@@ -500,6 +500,26 @@ def test_shipped_configs_parse_and_plan_every_task():
     assert {f"finetune:{m}" for m in ("full", "linear", "lora", "prompt", "prefix")} <= kinds
     assert "few-shot-calibrated" in kinds
     assert (quick.output, full.output) == ("leaderboard_quick", "leaderboard")  # quick never overwrites full
+    # gpu.yaml is full.yaml (`extends`) with squad's whole train split: the same cells, its own output
+    gpu = load_config(REPO / "configs" / "leaderboard" / "gpu.yaml")
+    assert [m.name for m in gpu.methods] == [m.name for m in full.methods] and gpu.output == "leaderboard_gpu"
+    assert gpu.task_budgets["squad"].max_train_examples == 87599 and full.task_budgets["squad"].max_train_examples
+    assert gpu.task_budgets["squad"].finetune == full.task_budgets["squad"].finetune  # merged, not replaced
+    assert [c.label for c in plan(gpu)[0]] == [c.label for c in plan(full)[0]]
+
+
+def test_extends_merges_budgets_key_by_key_and_task_by_task(tmp_path):
+    (tmp_path / "base.yaml").write_text(
+        "models: {d: dummy}\ntasks: [trec, sst2]\nmethods: [zero-shot]\n"
+        "budgets: {threads: 1, max_eval_examples: 10}\n"
+        "task_budgets: {trec: {epochs: 2, finetune: {lr: 1.0e-4, warmup: 0.1}}, sst2: {epochs: 3}}\n")
+    (tmp_path / "top.yaml").write_text(
+        "extends: base.yaml\nname: top\nbudgets: {threads: 4}\ntask_budgets: {trec: {finetune: {lr: 3.0e-4}}}\n")
+    cfg = load_config(tmp_path / "top.yaml")
+    assert cfg.name == "top" and cfg.tasks == ["trec", "sst2"]
+    assert (cfg.budgets.threads, cfg.budgets.max_eval_examples) == (4, 10)
+    assert cfg.task_budgets["trec"].epochs == 2 and cfg.task_budgets["trec"].finetune == {"lr": 3e-4, "warmup": 0.1}
+    assert cfg.task_budgets["sst2"].epochs == 3
 
 
 def test_dry_run_lists_cells_and_writes_nothing(tmp_path, shared_data, capsys):

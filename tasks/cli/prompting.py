@@ -121,7 +121,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"model folder, or 'dummy' (default {DEFAULT_MODEL})")
     p.add_argument("--tokenizer", help="tokenizer folder (default: the model folder)")
     p.add_argument("--batch-size", type=int, default=8, help="rows per forward pass (scores do not depend on it)")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: where the model loads)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when there is a GPU)")
     p.add_argument("--runs-dir", help="where records go (default runs/records, ignored by git)")
 
 

@@ -135,13 +135,48 @@ def load_config(path: str | os.PathLike) -> LeaderboardConfig:
     p = Path(path)
     if not p.is_file():
         raise LeaderboardError(f"leaderboard config {p} does not exist (see {REPO_ROOT / 'configs' / 'leaderboard'})")
+    cfg = config_from_dict(_read_with_base(p), str(p))
+    cfg.name = cfg.name or p.stem
+    return cfg
+
+
+def _read_with_base(p: Path, seen: tuple[Path, ...] = ()) -> Any:
+    """A config file's mapping over the one its `extends:` names (a file beside it): its top-level keys replace the
+    base's, except `budgets`, merged key by key, and `task_budgets`, merged task by task (so gpu.yaml states only
+    what differs from full.yaml)."""
     try:
         data = read_yaml(p, "leaderboard config")
     except ConfigError as e:
         raise LeaderboardError(str(e)) from None
-    cfg = config_from_dict(data, str(p))
-    cfg.name = cfg.name or p.stem
-    return cfg
+    if not isinstance(data, dict) or "extends" not in data:
+        return data
+    name = data.pop("extends")
+    base = (p.parent / str(name)).resolve()
+    if base in seen or base == p.resolve():
+        raise LeaderboardError(f"{p}: extends: {name!r} leads back to itself; name a config that does not extend it")
+    if not base.is_file():
+        raise LeaderboardError(f"{p}: extends: {name!r} is not a file beside it; name a leaderboard config such as "
+                               "full.yaml")
+    merged = _read_with_base(base, seen + (p.resolve(),))
+    if not isinstance(merged, dict):
+        raise LeaderboardError(f"{base}: expected a mapping of config keys, got {type(merged).__name__}")
+    for key, value in data.items():
+        below = merged.get(key)
+        if key == "budgets" and isinstance(value, dict) and isinstance(below, dict):
+            merged[key] = _merge_budgets(below, value)
+        elif key == "task_budgets" and isinstance(value, dict) and isinstance(below, dict):
+            merged[key] = {**below, **{t: _merge_budgets(below[t], layer) if isinstance(below.get(t), dict)
+                                       and isinstance(layer, dict) else layer for t, layer in value.items()}}
+        else:
+            merged[key] = value
+    return merged
+
+
+def _merge_budgets(below: dict[str, Any], above: dict[str, Any]) -> dict[str, Any]:
+    out = {**below, **above}
+    if isinstance(below.get("finetune"), dict) and isinstance(above.get("finetune"), dict):
+        out["finetune"] = {**below["finetune"], **above["finetune"]}
+    return out
 
 
 def validate_config(cfg: LeaderboardConfig) -> None:

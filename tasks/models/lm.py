@@ -109,11 +109,16 @@ class GPT2LM(LM):
         self.progress = False  # a tqdm bar over scoring batches (the perplexity command turns it on)
 
     @classmethod
-    def from_path(cls, path: str | os.PathLike, tokenizer: str | os.PathLike | None = None, **kwargs: Any) -> "GPT2LM":
+    def from_path(cls, path: str | os.PathLike, tokenizer: str | os.PathLike | None = None,
+                  device: str | None = None, **kwargs: Any) -> "GPT2LM":
+        """The model of a folder on `device` (default: the GPU when there is one, as fine-tuning trains there)."""
+        import torch
+
         from gpt2core.checkpoint import load_model
         from gpt2core.tokenizer import load_tokenizer
 
-        return cls(load_model(path), load_tokenizer(tokenizer or path), **kwargs)
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        return cls(load_model(path, device=device), load_tokenizer(tokenizer or path), device=device, **kwargs)
 
     # -- tokens
     def encode(self, text: str) -> list[int]:
