@@ -32,10 +32,13 @@ run: leaderboard
 leaderboard: install
 	$(VENV)/bin/gpt2suite leaderboard --config configs/leaderboard/quick.yaml --out $(OUT)
 
-# The larger run (about 1.5 hours on 2 cores as two processes; resumable) -> results/leaderboard.* (published)
+# The full-data run (many hours on 2 cores as two processes; resumable: run it again after an interruption)
+# -> results/leaderboard.* (published). Baselines, full fine-tuning, LoRA and the extractive summarizer first.
+FIRST_METHODS = baseline:majority baseline:tfidf-lr baseline:best-sentence baseline:best-sentence-span \
+  baseline:copy-source baseline:lead-k finetune:full finetune:lora finetune:extractive-lora finetune:extractive-full
 leaderboard-full: install
-	OUT=results scripts/leaderboard_parallel.sh configs/leaderboard/full.yaml "squad scitldr sst2" \
-	  "bbc-news multi30k-en-de multi30k-en-fr trec wikitext2"
+	OUT=results FIRST="$(FIRST_METHODS)" scripts/leaderboard_parallel.sh configs/leaderboard/full.yaml \
+	  "sst2 trec multi30k-en-de multi30k-en-fr scitldr wikitext2" "bbc-news squad"
 
 generate: install
 	$(VENV)/bin/gpt2suite generate --model $(MODEL) --prompt "$(PROMPT)" --max-new-tokens 60 --seed 0

@@ -25,7 +25,9 @@ baseline:copy-source baseline:lead-k finetune:full finetune:lora finetune:extrac
 # Four processes: the 14M-parameter backbone leaves most of an H200 idle, so cells share it side by side.
 GROUPS_LIST=${GROUPS_LIST:-"squad|sst2 trec wikitext2|multi30k-en-de multi30k-en-fr|scitldr bbc-news"}
 # The wheels of what the device image lacks (its package list: .library/device/KINDS.md), the versions of .venv.
-WHEELS=${WHEELS:-"datasets==5.2.0 evaluate==0.4.6 rouge-score==0.1.2 nltk==3.10.4 dill==0.4.1 multiprocess==0.70.19"}
+# rouge-score is published as a source archive only: it is pure Python, so its wheel is built here.
+WHEELS=${WHEELS:-"datasets==5.2.0 evaluate==0.4.6 nltk==3.10.4 dill==0.4.1 multiprocess==0.70.19"}
+SOURCE_WHEELS=${SOURCE_WHEELS:-"rouge-score==0.1.2"}
 
 if [ "$MODE" = pack ]; then
   DATA=${GPT2SUITE_DATA_DIR:-../shared/data}
@@ -39,6 +41,9 @@ if [ "$MODE" = pack ]; then
   .venv/bin/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     -d "$PACK/wheels" $WHEELS || { echo "gpu_leaderboard: pip download failed"; exit 1; }
+  # shellcheck disable=SC2086
+  .venv/bin/python -m pip wheel -q --no-deps -w "$PACK/wheels" $SOURCE_WHEELS \
+    || { echo "gpu_leaderboard: building the wheels of $SOURCE_WHEELS failed"; exit 1; }
   du -sh "$PACK" "$PACK"/*
   exit 0
 fi
