@@ -145,3 +145,14 @@ def test_a_baseline_the_spec_does_not_list_is_a_clear_error():
         run_baseline(sst2, "tfidf-lr", eval_rows=[])
     with pytest.raises(MethodError, match="lists no baselines"):
         run_baseline(with_baselines(squad), eval_rows=[])
+
+
+def test_a_limited_run_scores_the_leaderboards_examples(shared_data):
+    # `gpt2suite baseline --limit N` scores the first N of the fixed shuffle every other method and the leaderboard
+    # score (not the first N rows of the file), so its number compares with theirs.
+    from tasks.evaluation.predict import eval_rows
+
+    spec = get_task("bbc-news")
+    result = run_baseline(spec, limit=20)
+    assert [r["id"] for r in result.rows] == [str(r["id"]) for r in eval_rows(spec, spec.eval_split, 20)]
+    assert [r["id"] for r in result.rows] != [str(r["id"]) for r in load_rows(spec, spec.eval_split)[:20]]

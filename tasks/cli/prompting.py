@@ -141,7 +141,7 @@ def add_fewshot_parsers(subparsers: Any) -> None:
     fs.add_argument("--task", required=True, help=task_help)
     fs.add_argument("--shots", type=int, default=0, help="demonstrations per prompt (0 = zero-shot)")
     fs.add_argument("--seed", type=int, default=0, help="seed of the demo sampler")
-    fs.add_argument("--limit", type=int, help="evaluate the first N examples only")
+    fs.add_argument("--limit", type=int, help="evaluate N examples only: the first N of the fixed shuffle that the leaderboard and `eval` score")
     fs.add_argument("--split", help="evaluated split (default: the task's eval split)")
     fs.add_argument("--calibrate", action="store_true", help="contextual calibration (classification)")
     _model_args(fs)
@@ -158,7 +158,7 @@ def add_fewshot_parsers(subparsers: Any) -> None:
                                      "lead-k | copy-source, best-sentence | best-sentence-span); default: the "
                                      "strongest it lists")
     bl.add_argument("--split", help="evaluated split (default: the task's eval split)")
-    bl.add_argument("--limit", type=int, help="evaluate the first N examples only")
+    bl.add_argument("--limit", type=int, help="evaluate N examples only: the first N of the fixed shuffle that the leaderboard and `eval` score")
     bl.add_argument("--max-train", type=int, help="train on the first N train examples (tfidf-lr)")
     bl.add_argument("--seed", type=int, default=0)
     bl.add_argument("--runs-dir", help="where records go (default runs/records, ignored by git)")

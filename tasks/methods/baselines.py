@@ -32,6 +32,7 @@ from tasks.data.load import load_rows
 from tasks.data.spec import TaskSpec
 from tasks.errors import DataError, MethodError
 from tasks.evaluation.metrics import compute_metrics, example_scores, normalize_answer
+from tasks.evaluation.predict import eval_rows as reported_rows
 from tasks.evaluation.records import example_row, new_record, peak_memory_mb, write_run
 from tasks.kinds import get_kind
 
@@ -224,7 +225,8 @@ def run_baseline(task: TaskSpec, method: str | None = None, split: str | None = 
                  seed: int = 0, max_train: int | None = None,
                  train_rows: Sequence[dict[str, Any]] | None = None,
                  eval_rows: Sequence[dict[str, Any]] | None = None) -> BaselineResult:
-    """Run one baseline on `task`'s evaluated split (first `limit` examples). `method` defaults to the spec's
+    """Run one baseline on `task`'s evaluated split (the first `limit` examples of its fixed shuffle, or of
+    `eval_rows` when given). `method` defaults to the spec's
     first listed baseline; `max_train` keeps the first N train rows (rules that train)."""
     spec = task
     rule = get_baseline(spec, method)
@@ -235,9 +237,10 @@ def run_baseline(task: TaskSpec, method: str | None = None, split: str | None = 
         raise MethodError(f"max_train must be >= 1 (the first N train rows; leave it out to use them all), got "
                           f"{max_train}")
     split = split or spec.eval_split
-    if eval_rows is None:
-        eval_rows = load_rows(spec, split)
-    eval_rows = list(eval_rows[:limit] if limit else eval_rows)
+    if eval_rows is None:  # the rows the leaderboard and `gpt2suite eval` score: a fixed shuffle's first `limit`
+        eval_rows = reported_rows(spec, split, limit).to_list()
+    else:
+        eval_rows = list(eval_rows[:limit] if limit else eval_rows)
     if not eval_rows:
         raise DataError(f"{spec.name}: nothing to evaluate (the {split!r} rows are empty)")
     config: dict[str, Any] = {"method": rule.name, "split": split, "limit": limit}

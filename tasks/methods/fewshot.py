@@ -36,6 +36,7 @@ from tasks.data.registry import spec_fields
 from tasks.data.spec import TaskSpec
 from tasks.errors import DataError, MethodError, TaskError
 from tasks.evaluation.metrics import compute_metrics, example_scores
+from tasks.evaluation.predict import eval_rows as reported_rows
 from tasks.evaluation.records import config_hash, example_row, new_record, peak_memory_mb, write_run as write_record_run
 from tasks.kinds import Prompted, TaskKind, get_kind
 from tasks.models.lm import LM
@@ -195,9 +196,10 @@ def run_fewshot(
     train_rows: Sequence[dict[str, Any]] | None = None,
     eval_rows: Sequence[dict[str, Any]] | None = None,
 ) -> FewShotResult:
-    """Prompt `lm` with `shots` demos on `task`'s evaluated split (first `limit` examples) and score it.
+    """Prompt `lm` with `shots` demos on `task`'s evaluated split (the first `limit` examples of its fixed shuffle,
+    or of `eval_rows` when given) and score it.
 
-    `train_rows` / `eval_rows` default to `load_rows(task, task.train_split / split)`.
+    `train_rows` defaults to `load_rows(task, task.train_split)`, `eval_rows` to the evaluated split's rows.
     """
     spec = task
     kind = prompted_kind(spec)
@@ -211,9 +213,10 @@ def run_fewshot(
         raise MethodError(f"shots must be >= 0, got {shots}")
     if limit is not None and limit < 1:
         raise MethodError(f"limit must be >= 1, got {limit}")
-    if eval_rows is None:
-        eval_rows = load_rows(spec, split)
-    eval_rows = list(eval_rows[:limit] if limit else eval_rows)
+    if eval_rows is None:  # the rows the leaderboard and `gpt2suite eval` score: a fixed shuffle's first `limit`
+        eval_rows = reported_rows(spec, split, limit).to_list()
+    else:
+        eval_rows = list(eval_rows[:limit] if limit else eval_rows)
     if not eval_rows:
         raise DataError(f"{spec.name}: nothing to evaluate (the {split!r} rows are empty)")
     if shots > 0 and train_rows is None:
