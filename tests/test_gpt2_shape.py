@@ -56,7 +56,7 @@ def _record(runs: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def test_finetune_lora_on_the_gpt2_shape(gpt2_folder, tmp_path, one_thread):
+def test_finetune_lora_on_the_gpt2_shape(gpt2_folder, tmp_path, one_thread, capfd):
     assert main(["finetune", "--task", "sst2", "--method", "lora", "--model", str(gpt2_folder),
                  "--max-train-examples", "8", "--max-eval-examples", "4", "--max-steps", "1", "--no-progress",
                  "--out", str(tmp_path / "run"), "--runs-dir", str(tmp_path / "runs"),
@@ -64,6 +64,8 @@ def test_finetune_lora_on_the_gpt2_shape(gpt2_folder, tmp_path, one_thread):
                  "--set", "val_examples=4"]) == 0
     record = _record(tmp_path / "runs")
     assert record["method"] == "lora" and record["n_examples"] == 4
+    out = capfd.readouterr()
+    assert "tokenizing" not in out.err + out.out  # --no-progress: no library bars either
     assert 0 <= record["metrics"]["accuracy"] <= 100
 
 

@@ -36,6 +36,9 @@ def run_finetune_extractive(args: argparse.Namespace) -> int:
             overrides[name] = getattr(args, name)
     if args.no_progress:
         overrides["progress"] = False
+        from tasks.cli.quiet import silence_libraries
+
+        silence_libraries()  # the datasets and transformers bars too
     cfg = load_finetune_config(task, args.method, args.config, overrides)
     record = finetune_extractive(task, args.method, args.model or DEFAULT_MODEL, cfg, settings, out_dir=args.out,
                                  split=args.split, runs_dir=args.runs_dir)

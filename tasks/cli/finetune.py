@@ -71,6 +71,9 @@ def run_finetune(args: argparse.Namespace) -> int:
             overrides[name] = getattr(args, name)
     if args.no_progress:
         overrides["progress"] = False
+        from tasks.cli.quiet import silence_libraries
+
+        silence_libraries()  # the datasets "tokenizing" and transformers "Writing model shards" bars too
     cfg = load_finetune_config(task, args.method, args.config, overrides)
     record = finetune(task, args.method, args.model or DEFAULT_MODEL, cfg, out_dir=args.out, split=args.split,
                       runs_dir=args.runs_dir)
