@@ -21,11 +21,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gpt2core.io import atomic_write_json  # noqa: E402
+from gpt2core.paths import REPO_ROOT  # noqa: E402
 from tasks.cli.quiet import silence_libraries  # noqa: E402
 from tasks.data.registry import get_task  # noqa: E402
 from tasks.methods.finetune import DEFAULT_MODEL, finetune, load_finetune_config  # noqa: E402
 
 EVAL_EXAMPLES = 16  # the run still scores its eval split at the end; the sweep ignores that number
+
+
+def _shown(path: str) -> str:
+    """A path inside the repository relative to its root (the file is committed; where it ran does not matter)."""
+    p = Path(path).resolve()
+    return str(p.relative_to(REPO_ROOT)) if p.is_relative_to(REPO_ROOT) else path
 
 
 def main() -> None:
@@ -64,7 +71,7 @@ def main() -> None:
     print(f"best: lr {best['lr']:g}")
     if args.out:
         atomic_write_json(Path(args.out), {
-            "task": args.task, "method": args.method, "model": args.model, "metric": spec.primary_metric,
+            "task": args.task, "method": args.method, "model": _shown(args.model), "metric": spec.primary_metric,
             "max_train_examples": args.max_train_examples, "epochs": args.epochs, "runs": rows,
             "best_lr": best["lr"], "command": " ".join(sys.argv)})
 
