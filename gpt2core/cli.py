@@ -65,8 +65,8 @@ def _check_text_arguments(parser: argparse.ArgumentParser, args: argparse.Namesp
 
 def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:
     """Parse `argv` and run the chosen subcommand's `func`. Bad input (`GPT2SuiteError`, or a command line argparse
-    rejects) prints one clear line and exits 2 (set GPT2SUITE_DEBUG=1 for the traceback); any other exception is a
-    bug and surfaces as a traceback."""
+    rejects) prints one clear line and exits 2 (set GPT2SUITE_DEBUG=1 for the traceback); an interruption prints one
+    line and exits 130; any other exception is a bug and surfaces as a traceback."""
     from gpt2core.errors import GPT2SuiteError
 
     _one_line_errors(parser)
@@ -83,6 +83,10 @@ def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None = No
             raise
         print(f"gpt2suite {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C (or SIGINT from a time limit) is not a bug: one line, no traceback
+        print(f"gpt2suite {args.command}: interrupted (records and checkpoints already written are kept; the "
+              "same command resumes a leaderboard, fine-tuning or pretraining run)", file=sys.stderr)
+        return 130
 
 
 def _one_line(e: Any) -> str:

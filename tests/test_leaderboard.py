@@ -620,3 +620,17 @@ def test_a_run_prints_one_line_per_cell_and_no_library_noise(tmp_path):
     noise = [line for line in lines if any(w in line for w in ("Warning", "Generating", "examples/s", "it/s]"))]
     assert not noise, noise[:5]
     assert sum(line.startswith("skip") for line in lines) == 1
+
+
+def test_an_interrupted_run_says_so_in_one_line(tmp_path, monkeypatch, capsys):
+    # Ctrl-C (or the SIGINT a time limit sends) ends the command with one line and status 130, no traceback.
+    import tasks.leaderboard.run
+    from tasks.cli.main import main
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tasks.leaderboard.run, "run_leaderboard", interrupted)
+    assert main(["leaderboard", "--config", str(TEST_CONFIG), "--out", str(tmp_path / "lb")]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("gpt2suite leaderboard: interrupted")
