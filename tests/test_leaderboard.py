@@ -634,3 +634,14 @@ def test_an_interrupted_run_says_so_in_one_line(tmp_path, monkeypatch, capsys):
     assert main(["leaderboard", "--config", str(TEST_CONFIG), "--out", str(tmp_path / "lb")]) == 130
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("gpt2suite leaderboard: interrupted")
+
+
+def test_records_moved_to_another_folder_are_still_reused(tmp_path, shared_data):
+    # Published records are copied (results/runs of another clone, a worktree's run folder): a record names its
+    # predictions by the path it was written at, and the file of that name beside it is used when that is gone.
+    first, _ = run(tmp_path / "a")
+    assert first.count("ran") == N_CELLS
+    (tmp_path / "b").mkdir()
+    shutil.move(tmp_path / "a" / "runs", tmp_path / "b" / "runs")
+    again, logs = run(tmp_path / "b", render_only=True)
+    assert again.count("cached") == N_CELLS and not again.failed, logs

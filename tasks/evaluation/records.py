@@ -242,6 +242,16 @@ def read_record(path: str | os.PathLike) -> RunRecord:
     return RunRecord.from_dict(data, str(p))
 
 
+def predictions_beside(predictions: str, record_path: str | os.PathLike) -> Path:
+    """A record's predictions file: the path it names (repository-relative or absolute, as it was written) or,
+    when that is not there (the records were copied into another folder or clone, as published results are), the
+    file of that name beside the record, where the one run writer put it."""
+    p = Path(predictions)
+    named = p if p.is_absolute() else REPO_ROOT / p
+    beside = Path(record_path).parent / p.name
+    return beside if not (named.exists() or p.exists()) and beside.exists() else p
+
+
 def read_predictions(path: str | os.PathLike) -> list[dict[str, Any]]:
     """The rows of a predictions JSONL file (relative paths are taken from the repository root first)."""
     p = Path(path)

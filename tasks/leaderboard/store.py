@@ -13,7 +13,8 @@ from typing import Any
 
 from tasks.leaderboard.planning import Cell
 from tasks.leaderboard.tasks_api import (RECORD_FORMAT, RecordError, RunRecord, TaskError, atomic_write_text,
-                                         check_rows, read_predictions, read_record, scores_text)
+                                         check_rows, predictions_beside, read_predictions, read_record,
+                                         scores_text)
 
 INDEX_NAME = "index.json"
 
@@ -97,7 +98,7 @@ class RecordStore:
                 return None, f"{path} now holds another run (cell key {stamp.get('cell_key')!r})"
             rows = None
             if record.predictions:
-                rows = read_predictions(record.predictions)
+                rows = read_predictions(predictions_beside(record.predictions, path))
                 check_rows(record, rows)
             elif not scores_text(record.task):
                 return None, f"{path} names no predictions file"

@@ -17,8 +17,8 @@ from tasks.errors import LeaderboardError, RecordError, TaskError
 from tasks.evaluation import bootstrap
 from tasks.evaluation.bootstrap import Run
 from tasks.evaluation.metrics import METRICS, higher_is_better
-from tasks.evaluation.records import (RECORD_FORMAT, RunRecord, config_hash, model_config_hash, read_predictions,
-                                      read_record, repo_relative, write_run)
+from tasks.evaluation.records import (RECORD_FORMAT, RunRecord, config_hash, model_config_hash, predictions_beside,
+                                      read_predictions, read_record, repo_relative, write_run)
 from tasks.kinds import TaskKind, get_kind
 from tasks.kinds.base import FINETUNE_METHODS
 from tasks.methods.baselines import BASELINES
@@ -27,8 +27,8 @@ from tasks.methods.finetune.config import METHOD_SETTINGS, load_finetune_config,
 __all__ = ["BASELINES", "FINETUNE_METHODS", "LeaderboardError", "RECORD_FORMAT", "RecordError", "REPO_ROOT", "Run",
            "RunRecord", "TaskError", "TaskSpec", "adapter_eval_fields", "adapter_meta", "atomic_write_text",
            "bootstrap", "check_rows", "config_hash", "finetune_config", "finetune_fields", "get_task",
-           "higher_is_better", "method_overrides", "metric_label", "model_config_hash", "primary_metric",
-           "read_predictions", "read_record", "repo_relative", "scores_text", "spec_fields", "task_kind",
+           "higher_is_better", "method_overrides", "metric_label", "model_config_hash", "predictions_beside",
+           "primary_metric", "read_predictions", "read_record", "repo_relative", "scores_text", "spec_fields", "task_kind",
            "task_metrics", "valid_tasks", "write_run"]
 
 
