@@ -60,8 +60,11 @@ def plot(found: list[dict[str, Any]], path: Path) -> None:
             ax.plot(xs, ys, marker="o", ms=3, color=method_colour(f["method"]),
                     linestyle="--" if "extractive" in f["method"] else "-",
                     label=f["method"].removeprefix("finetune:") + ("" if f["seed"] == 0 else f" s{f['seed']}"))
+            if f["test"] is not None:  # the kept checkpoint on the evaluated split: how far validation is from it
+                best = max(range(len(ys)), key=lambda i: ys[i])  # the checkpoint the run kept
+                ax.plot([xs[best]], [f["test"]], marker="*", ms=9, color=method_colour(f["method"]), linestyle="none")
         metric = next(f["metric"] for f in found if f["task"] == task)
-        ax.set_title(f"{task}: validation {metric}", fontsize=10)
+        ax.set_title(f"{task}: validation {metric} (star: eval split)", fontsize=10)
         ax.set_xlabel("training examples seen", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
