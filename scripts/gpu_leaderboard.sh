@@ -75,17 +75,17 @@ import yaml
 from gpt2core import GPT2Config, GPT2LMModel
 from gpt2core.checkpoint import save_hf_folder
 from gpt2core.tokenizer import load_tokenizer
+from tasks.leaderboard.config import load_config
 config, work = sys.argv[1], sys.argv[2]
 tok = load_tokenizer("results/backbones/default")
 model = GPT2LMModel(GPT2Config.from_preset("tiny", vocab_size=len(tok), n_positions=512))
 save_hf_folder(model, tok, f"{work}/tiny")
 small = {"max_train_examples": 16, "max_eval_examples": 6, "val_examples": 4, "max_steps": 2,
          "finetune": {"eval_steps": 1}}
-tasks = yaml.safe_load(open(config))["extends"]
-base = yaml.safe_load(open(os.path.join(os.path.dirname(config), tasks)))["tasks"]
+tasks = load_config(config).tasks
 derived = {"extends": os.path.relpath(os.path.abspath(config), work), "name": "gpu-tiny",
            "models": {"default": os.path.abspath(f"{work}/tiny")}, "budgets": {"threads": 1, "lm_batch_size": 8},
-           "task_budgets": {t: dict(small, ppl_max_chars=2000) if t == "wikitext2" else small for t in base}}
+           "task_budgets": {t: dict(small, ppl_max_chars=2000) if t == "wikitext2" else small for t in tasks}}
 yaml.safe_dump(derived, open(f"{work}/gpu_tiny.yaml", "w"))
 EOF
   CONFIG="$WORK/gpu_tiny.yaml"
