@@ -57,7 +57,8 @@ def plot(found: list[dict[str, Any]], path: Path) -> None:
     for ax, task in zip(axes.flat, tasks):
         for f in (f for f in found if f["task"] == task and f["points"]):
             xs, ys = zip(*f["points"])
-            ax.plot(xs, ys, marker="o", ms=3, color=method_colour(f["method"]),
+            ax.plot(xs, ys, marker="s" if f["method"].endswith("full") else "o", ms=3,
+                    color=method_colour(f["method"]),
                     linestyle="--" if "extractive" in f["method"] else "-",
                     label=f["method"].removeprefix("finetune:") + ("" if f["seed"] == 0 else f" s{f['seed']}"))
             if f["test"] is not None:  # the kept checkpoint on the evaluated split: how far validation is from it
