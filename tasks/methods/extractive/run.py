@@ -24,7 +24,6 @@ from typing import Any
 
 from gpt2core.paths import REPO_ROOT
 from gpt2core.typed_config import from_dict, unknown_name
-from tasks.data.load import load_split
 from tasks.data.registry import get_task
 from tasks.data.spec import TaskSpec
 from tasks.errors import ConfigError, MethodError, TaskError
@@ -35,13 +34,12 @@ from tasks.methods import adapters
 from tasks.methods.extractive.oracle import BUDGET_RULES, Budget, learn_budget, oracle, split_sentences
 from tasks.methods.extractive.windows import WindowCollator, score_sentences, select, sentence_ids, window_features
 from tasks.methods.finetune.config import FinetuneConfig, load_finetune_config, method_fields
-from tasks.methods.finetune.run import resume_point, training_rows
+from tasks.methods.finetune.run import VALIDATION, resume_point, run_rows
 
 METHODS = ("full", "lora")
 RECORD_PREFIX = "extractive-"  # the record's method: extractive-full, extractive-lora
 HEAD_MODULE = "sentence_score"
 EXTRACTS_WITH = "lead-k"  # a spec listing this baseline summarizes by sentences
-VALIDATION = "validation"
 
 
 @dataclass
@@ -165,14 +163,7 @@ def finetune_extractive(
     out = Path(out_dir) if out_dir is not None else (
         REPO_ROOT / "runs" / "finetune" / spec.name / f"{RECORD_PREFIX}{method}-{Path(model_path).name}-seed{cfg.seed}")
     tokenizer = adapters.tokenizer_of(model_path)
-    given = rows or {}
-
-    def split_rows(name: str) -> Any:
-        return given[name] if given.get(name) is not None else load_split(spec, name)
-
-    train_rows, val_rows, val_source = training_rows(
-        spec, cfg, split, split_rows(spec.train_split), split_rows(VALIDATION))
-    test_rows = eval_rows(spec, split, cfg.max_eval_examples, split_rows(split))
+    train_rows, val_rows, val_source, test_rows = run_rows(spec, cfg, split, rows)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     set_seed(cfg.seed)

@@ -83,6 +83,20 @@ def training_rows(spec: TaskSpec, cfg: FinetuneConfig, split: str, train: Any,
     return shuffled.select(range(n_train)), held_out, f"{spec.train_split} (held out)"
 
 
+def run_rows(spec: TaskSpec, cfg: FinetuneConfig, split: str,
+             rows: dict[str, Any] | None = None) -> tuple[Any, Any, str, Any]:
+    """(training rows, validation rows, where those came from, reported rows) of one run: `training_rows` and the
+    reported split's `eval_rows`, from `rows` (split name -> already loaded rows) where given, else `load_split`."""
+    given = rows or {}
+
+    def split_rows(name: str) -> Any:
+        return given[name] if given.get(name) is not None else load_split(spec, name)
+
+    train_rows, val_rows, val_source = training_rows(
+        spec, cfg, split, split_rows(spec.train_split), split_rows(VALIDATION))
+    return train_rows, val_rows, val_source, eval_rows(spec, split, cfg.max_eval_examples, split_rows(split))
+
+
 def last_checkpoint(folder: Path) -> Path | None:
     """The newest complete checkpoint in `folder` (its trainer state, written last, parses), or None."""
     found = []
@@ -144,14 +158,7 @@ def finetune(
 
     # Everything that can fail on bad input happens before training starts and before anything is written.
     tokenizer = adapters.tokenizer_of(model_path)  # first: a wrong --model fails at once, not after loading data
-    given = rows or {}
-
-    def split_rows(name: str) -> Any:
-        return given[name] if given.get(name) is not None else load_split(spec, name)
-
-    train_rows, val_rows, val_source = training_rows(
-        spec, cfg, split, split_rows(spec.train_split), split_rows(VALIDATION))
-    test_rows = eval_rows(spec, split, cfg.max_eval_examples, split_rows(split))
+    train_rows, val_rows, val_source, test_rows = run_rows(spec, cfg, split, rows)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     set_seed(cfg.seed)
