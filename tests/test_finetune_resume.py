@@ -43,7 +43,7 @@ digest = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 t = rec.details["training"]
 json.dump({"metrics": rec.metrics, "global_steps": t["global_steps"], "best": t["best_val_metric"],
            "best_checkpoint": t["best_checkpoint"], "resumed_from": t["resumed_from"], "evals": t["log"],
-           "weights": digest, "tokens": rec.tokens_seen}, open(result, "w"))
+           "weights": digest, "tokens": rec.tokens_seen, "train_seconds": rec.train_seconds}, open(result, "w"))
 '''
 
 
@@ -97,6 +97,10 @@ def test_a_killed_run_resumes_from_its_checkpoint_and_ends_like_an_uninterrupted
     assert any(s % 4 for s in seen | set(steps)), f"no time-based checkpoint between evaluations: {sorted(seen)}"
     assert len(steps) <= 2  # the newest and the best
 
+    state = json.loads((killed / "checkpoints" / f"checkpoint-{max(steps)}" / "trainer_state.json").read_text())
+    clock = state["stateful_callbacks"]["TrainClock"]["args"]["seconds_before"]
+    assert clock >= 6 * 0.25  # the slowed steps trained before that checkpoint
+
     finish(child(tmp_path, task, tiny_backbone, killed, tmp_path / "resumed.json"))
     finish(reference)
     resumed = json.loads((tmp_path / "resumed.json").read_text())
@@ -110,6 +114,7 @@ def test_a_killed_run_resumes_from_its_checkpoint_and_ends_like_an_uninterrupted
     assert Path(resumed["best_checkpoint"]).name == Path(whole_run["best_checkpoint"]).name
     assert resumed["metrics"] == pytest.approx(whole_run["metrics"])
     assert resumed["tokens"] == whole_run["tokens"]
+    assert resumed["train_seconds"] > clock  # the record counts the training before the kill too
     assert resumed["weights"] == whole_run["weights"]
     assert not (killed / "checkpoints").exists()  # a finished run leaves only its model
 

@@ -153,7 +153,7 @@ def finetune_extractive(
     from datasets import Dataset
 
     from gpt2core.checkpoint import load_model
-    from tasks.methods.finetune.trainer import build_trainer, training_log
+    from tasks.methods.finetune.trainer import build_trainer, training_log, training_seconds
 
     spec = get_task(task)
     split = split or spec.eval_split
@@ -190,9 +190,8 @@ def finetune_extractive(
     fingerprint = method_fields(cfg, method) | {"model": str(model_path), "split": split,
                                                 "extractive": dataclasses.asdict(settings)}
     resume = resume_point(out / "checkpoints", fingerprint, cfg.resume)
-    t0 = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    train_seconds = time.perf_counter() - t0
+    train_seconds = training_seconds(trainer)  # summed over the invocations of a resumed run
 
     model = trainer.accelerator.unwrap_model(trainer.model)
     extra = {"formulation": "extractive", "budget": budget.describe(), "max_length": max_length,

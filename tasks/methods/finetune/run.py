@@ -147,7 +147,7 @@ def finetune(
     from transformers import set_seed
 
     from gpt2core.checkpoint import load_model
-    from tasks.methods.finetune.trainer import build_trainer, training_log
+    from tasks.methods.finetune.trainer import build_trainer, training_log, training_seconds
 
     spec = get_task(task)
     split = split or spec.eval_split
@@ -176,9 +176,8 @@ def finetune(
     fingerprint = method_fields(cfg, method) | {"model": str(model_path), "split": split}
     resume = resume_point(out / "checkpoints", fingerprint, cfg.resume)
     trainer = build_trainer(spec, model, tokenizer, cfg, out / "checkpoints", train_ds, val_ds, scorer)
-    t0 = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    train_seconds = time.perf_counter() - t0
+    train_seconds = training_seconds(trainer)  # summed over the invocations of a resumed run
     if not trainer.is_world_process_zero():
         return None
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 from transformers import EarlyStoppingCallback, PrinterCallback, Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_callback import ExportableState
 from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
 
 from tasks.data.spec import TaskSpec
@@ -62,6 +63,33 @@ class TimedCheckpoints(TrainerCallback):
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.last = time.monotonic()
+
+
+class TrainClock(TrainerCallback, ExportableState):
+    """Training seconds summed over every invocation of a resumed run, kept in each checkpoint's trainer state
+    (the Trainer's own runtime counts only the last invocation). The time a killed run spent after its last
+    checkpoint is not counted: a resumed run trains those steps again."""
+
+    def __init__(self, seconds_before: float = 0.0):
+        self.seconds_before = seconds_before
+        self.started = time.perf_counter()
+
+    def seconds(self) -> float:
+        return self.seconds_before + time.perf_counter() - self.started
+
+    def state(self) -> dict[str, Any]:
+        return {"args": {"seconds_before": self.seconds()}, "attributes": {}}
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        # after a checkpoint is restored (the Trainer rebuilds this callback from it just before this call); a
+        # checkpoint written before this callback existed has no entry, which the Trainer's save would miss
+        self.started = time.perf_counter()
+        state.stateful_callbacks.setdefault(type(self).__name__, self.state())
+
+
+def training_seconds(trainer: Trainer) -> float:
+    """The run's training seconds over all its invocations (see TrainClock)."""
+    return next(c for c in trainer.callback_handler.callbacks if isinstance(c, TrainClock)).seconds()
 
 
 class TaskTrainer(Trainer):
@@ -171,7 +199,7 @@ def build_trainer(spec: TaskSpec, model: Any, tokenizer: Any, cfg: FinetuneConfi
         eval_dataset=val_ds,
         data_collator=collator if collator is not None else get_kind(spec.kind).collator(tokenizer),
         callbacks=[EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience),
-                   TimedCheckpoints(cfg.checkpoint_minutes)],
+                   TimedCheckpoints(cfg.checkpoint_minutes), TrainClock()],
         scorer=scorer,
         group_by_length=cfg.group_by_length,
     )
