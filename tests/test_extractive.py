@@ -108,7 +108,8 @@ def test_overfits_a_handful_of_bbc_articles(tiny_backbone, tmp_path):
     rows = _rows(BBC, "train", 4)
     spec = get_task(BBC)
     rec = _run(BBC, "full", tiny_backbone, tmp_path, {spec.train_split: rows, "validation": rows,
-                                                       spec.eval_split: rows}, epochs=15, lr=3e-3)
+                                                       spec.eval_split: rows}, epochs=30, lr=3e-3)
+    # 30 epochs, not 15: at 15 the AMD (AVX2) machines' arithmetic still ranked one article's sentences wrong
     losses = [e["eval_loss"] for e in rec.details["training"]["log"]]
     assert losses[-1] < 0.3 * losses[0], losses  # the loss on the training articles falls
     examples = read_predictions(rec.predictions)

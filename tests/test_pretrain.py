@@ -222,7 +222,9 @@ def test_ddp_matches_single_process(texts, prepared, tmp_path, optimizer):
     a, b = _losses(tmp_path / "single"), _losses(tmp_path / "ddp")
     assert sorted(a) == sorted(b) == [1, 2, 3]
     for step in a:
-        assert abs(a[step] - b[step]) < 1e-5, (step, a[step], b[step])
+        # fp32 relative tolerance: DDP averages gradients in another order than accumulation, and Muon's
+        # Newton-Schulz iterations amplify the rounding (1.7e-5 on a loss of 6.04 on an AVX2 machine)
+        assert a[step] == pytest.approx(b[step], rel=1e-5), (step, a[step], b[step])
     assert [p.name for p in list_checkpoints(tmp_path / "ddp")] == ["step_000003"]
 
 
