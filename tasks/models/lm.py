@@ -8,7 +8,8 @@ Every prompted task is scored through three calls:
 `GPT2LM` runs a `GPT2LMModel`; `DummyLM` fakes deterministic scores and generations so the whole pipeline runs
 in tests without a model. Scores never depend on batch size: requests are sorted by length, batched, and
 returned in the caller's order; the longest token prefix that all contexts of a call share (the k-shot demos)
-is run once and its keys/values are copied into every batch's cache.
+is run once and its keys/values are copied into every batch's cache, and the continuations of one context (the
+labels of a classification example) are scored in one packed row, so each context runs once.
 """
 
 from __future__ import annotations
@@ -180,30 +181,22 @@ class GPT2LM(LM):
         prefix = pairs[0][0][:p] if p >= self.min_shared_prefix else []
         prefix_kv = self._prefix_cache(prefix)
 
+        from tasks.models.packed_scoring import pack_rows, score_batch  # torch-bound, like the imports above
+
+        # Pairs that share a context are one packed row (tasks/models/packed_scoring.py): each context runs once.
+        rows = pack_rows(pairs, len(prefix), self.max_length)
         # Longest first (as lm-evaluation-harness), so a too-long batch fails at once and padding stays small.
-        order = sorted(range(len(pairs)), key=lambda i: -(len(pairs[i][0]) + len(pairs[i][1])))
+        rows.sort(key=lambda r: -len(r.tokens))
         results: list[tuple[float, bool] | None] = [None] * len(pairs)
         from tqdm.auto import tqdm
 
-        starts = range(0, len(order), self.batch_size)
+        starts = range(0, len(rows), self.batch_size)
         with torch.inference_mode():
             for b in tqdm(starts, desc="scoring", unit="batch", disable=not self.progress or len(starts) < 2):
-                idx = order[b:b + self.batch_size]
-                rows = [pairs[i][0][len(prefix):] + pairs[i][1] for i in idx]
-                width = max(len(r) - 1 for r in rows)
-                # Right padding needs no attention mask: causal attention never lets a real token see a pad.
-                inp = torch.full((len(idx), width), self.eot, dtype=torch.long)
-                for j, r in enumerate(rows):
-                    inp[j, :len(r) - 1] = torch.tensor(r[:-1])
-                logits = self._forward(inp.to(self.device), prefix_kv, len(prefix), width)
-                logprobs = torch.log_softmax(logits.float(), dim=-1)
-                for j, i in enumerate(idx):
-                    n_cont, n_row = len(pairs[i][1]), len(rows[j])
-                    pos = slice(n_row - 1 - n_cont, n_row - 1)  # the logits that predict the continuation
-                    target = torch.tensor(pairs[i][1], device=self.device)
-                    lp = logprobs[j, pos].gather(-1, target[:, None]).sum().item()
-                    greedy = bool((logprobs[j, pos].argmax(-1) == target).all())
-                    results[i] = (lp, greedy)
+                batch = rows[b:b + self.batch_size]
+                width = max(len(r.tokens) for r in batch)
+                cache = self._new_cache(len(batch), prefix_kv, len(prefix), width) if prefix_kv is not None else None
+                score_batch(self.model, batch, self.eot, len(prefix), cache, results)
         return results  # type: ignore[return-value]
 
     def _prefix_cache(self, prefix: list[int]) -> list[tuple[Any, Any]] | None:
@@ -227,12 +220,6 @@ class GPT2LM(LM):
             for layer, (k, v) in enumerate(prefix_kv):
                 cache.update(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1), layer)  # (B, nh, P, hs)
         return cache
-
-    def _forward(self, inp: Any, prefix_kv: list[tuple[Any, Any]] | None, prefix_len: int, width: int) -> Any:
-        if prefix_kv is None:
-            return self.model(inp).logits
-        cache = self._new_cache(inp.shape[0], prefix_kv, prefix_len, width)
-        return self.model(inp, past_key_values=cache).logits
 
     # -- generation
     def generate_until(self, requests: list[GenRequest]) -> list[str]:
