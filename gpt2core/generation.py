@@ -56,7 +56,10 @@ class DecodeStep:
     def __init__(self, model: nn.Module):
         t = model.transformer
         self.wte, self.wpe, self.ln_f = t.wte.weight, t.wpe.weight, t.ln_f
-        self.head = model.lm_head.weight.t().contiguous()
+        # The LM head both ways: (in, out) for one row; for a few rows MKL multiplies the (out, in) weight by the
+        # transposed rows 1.3-2.7x faster than the rows by the (in, out) matrix (measured on AVX2, 8 rows).
+        self.head_in_out = model.lm_head.weight.t().contiguous()
+        self.head_out_in = model.lm_head.weight
         self.n_head = model.config.n_head
         self.layers = [
             (
@@ -70,26 +73,23 @@ class DecodeStep:
             for b in t.h
         ]
 
-    @staticmethod
-    def _linear(x: torch.Tensor, weight_bias: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        w, b = weight_bias
-        return torch.addmm(b, x, w)
-
     def __call__(self, ids: torch.Tensor, pos: torch.Tensor, cache: KVCache, mask: torch.Tensor | None) -> torch.Tensor:
         """Logits (B, V) for next tokens `ids` (B,) at positions `pos` (B,); `mask` (B, 1, 1, past + 1) or None."""
         x = F.embedding(ids, self.wte) + F.embedding(pos, self.wpe)  # (B, C)
         B, C = x.shape
         H = self.n_head
-        for i, (ln_1, ln_2, attn, proj, fc, fc_proj) in enumerate(self.layers):
+        for i, (ln_1, ln_2, (w_attn, b_attn), (w_proj, b_proj), (w_fc, b_fc), (w_fc_proj, b_fc_proj)) in \
+                enumerate(self.layers):
             h = F.layer_norm(x, (C,), ln_1.weight, ln_1.bias, ln_1.eps)
-            q, k, v = self._linear(h, attn).view(B, 3, H, 1, C // H).unbind(1)  # each (B, nh, 1, hs)
-            k, v = cache.update(k, v, i)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-            x = x + self._linear(y.view(B, C), proj)
+            qkv = torch.addmm(b_attn, h, w_attn).view(B, 3, H, 1, C // H)
+            # keys and values go into the cache with one copy: (2, B, nh, hs)
+            k, v = cache.write_step(qkv[:, 1:, :, 0].transpose(0, 1), i)
+            y = F.scaled_dot_product_attention(qkv[:, 0], k, v, attn_mask=mask)  # (B, nh, 1, hs)
+            x = x + torch.addmm(b_proj, y.view(B, C), w_proj)
             h = F.layer_norm(x, (C,), ln_2.weight, ln_2.bias, ln_2.eps)
-            x = x + self._linear(F.gelu(self._linear(h, fc), approximate="tanh"), fc_proj)
+            x = x + torch.addmm(b_fc_proj, F.gelu(torch.addmm(b_fc, h, w_fc), approximate="tanh"), w_fc_proj)
         x = F.layer_norm(x, (C,), self.ln_f.weight, self.ln_f.bias, self.ln_f.eps)
-        return x @ self.head
+        return x @ self.head_in_out if B == 1 else (self.head_out_in @ x.t()).t()
 
 
 def sample_next(

@@ -18,9 +18,11 @@ class KVCache:
     """
 
     def __init__(self, config: GPT2Config, batch_size: int, max_len: int, dtype: torch.dtype, device: torch.device):
-        shape = (config.n_layer, batch_size, config.n_head, max_len, config.n_embd // config.n_head)
-        self.keys = torch.empty(shape, dtype=dtype, device=device)
-        self.values = torch.empty(shape, dtype=dtype, device=device)
+        # Keys and values of a layer side by side in one tensor, so a decoding step writes both with one copy
+        # (`write_step`); `keys` and `values` are views of it.
+        shape = (config.n_layer, 2, batch_size, config.n_head, max_len, config.n_embd // config.n_head)
+        self.kv = torch.empty(shape, dtype=dtype, device=device)
+        self.keys, self.values = self.kv[:, 0], self.kv[:, 1]
         self.lengths = [0] * config.n_layer
         self.max_len = max_len
 
@@ -37,3 +39,12 @@ class KVCache:
         self.values[layer_idx, :, :, start:end] = v
         self.lengths[layer_idx] = end
         return self.keys[layer_idx, :, :, :end], self.values[layer_idx, :, :, :end]
+
+    def write_step(self, kv: torch.Tensor, layer_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """`update` for one new position, from keys and values together: `kv` (2, B, n_head, head_dim)."""
+        pos = self.lengths[layer_idx]
+        if pos >= self.max_len:
+            raise ValueError(f"KV cache holds {self.max_len} positions; {pos + 1} were asked for")
+        self.kv[layer_idx, :, :, :, pos] = kv
+        self.lengths[layer_idx] = pos + 1
+        return self.keys[layer_idx, :, :, :pos + 1], self.values[layer_idx, :, :, :pos + 1]
