@@ -319,6 +319,51 @@ def test_config_errors_name_key_and_file(tmp_path):
         load_config(f)
 
 
+def test_dtype_and_compile_auto_resolve_by_device(tmp_path):
+    """`auto` (the default) is the fast path of the device: bf16 + compile on CUDA, fp32 without compile on CPU;
+    an explicit value wins. Pure on the device name, so it runs without a GPU."""
+    from gpt2core.pretrain.config import resolved_for
+
+    base = {"preset": "tiny", "corpus": {"sources": [{"path": "x.txt"}]}}
+    auto = config_from_dict(base)
+    assert (auto.dtype, auto.compile) == ("auto", "auto")
+    slow, fast = ("fp32", False), ("bf16", True)
+    for device, want in (("cpu", slow), (torch.device("cpu"), slow), ("mps", slow),
+                         ("cuda", fast), ("cuda:1", fast), (torch.device("cuda", 0), fast)):
+        got = resolved_for(auto, device)
+        assert (got.dtype, got.compile) == want, device
+    assert (auto.dtype, auto.compile) == ("auto", "auto")  # a copy: the config itself is left as it was
+    for explicit in ({"dtype": "fp32", "compile": False}, {"dtype": "bf16", "compile": True},
+                     {"dtype": "bf16"}, {"compile": False}):
+        cfg = config_from_dict({**base, **explicit})
+        for device in ("cpu", "cuda"):
+            got = resolved_for(cfg, device)
+            for key, value in explicit.items():
+                assert getattr(got, key) == value, (explicit, device)
+    mixed = resolved_for(config_from_dict({**base, "compile": False}), "cuda")
+    assert (mixed.dtype, mixed.compile) == ("bf16", False)
+    f = tmp_path / "c.yaml"  # YAML `auto` and --set values read the same
+    f.write_text("preset: tiny\ncorpus: {sources: [{path: x.txt}]}\ndtype: auto\ncompile: auto\n")
+    assert resolved_for(load_config(f, {"compile": True}), "cpu").compile is True
+    for bad, match in (({"dtype": "fp16"}, r"dtype: 'fp16' is not one of auto, fp32, bf16"),
+                       ({"compile": "yes"}, r"compile: expected true or false \(or auto\), got 'yes'"),
+                       ({"compile": 1}, r"compile: expected true or false")):
+        with pytest.raises(ConfigError, match=match) as e:
+            config_from_dict({**base, **bad})
+        assert "\n" not in str(e.value)
+
+
+def test_auto_run_records_resolved_dtype(texts, prepared, tmp_path):
+    """A CPU run of the default `auto` settings trains in fp32 without compile and records those values, as
+    before `auto` existed."""
+    logged = []
+    train(_cfg(texts, tmp_path, corpus={"prepared_dir": str(prepared)}, max_steps=1, eval_iters=1),
+          log=logged.append)
+    saved = json.loads((list_checkpoints(tmp_path / "run")[-1] / "pretrain_config.json").read_text())
+    assert (saved["dtype"], saved["compile"]) == ("fp32", False)
+    assert any("(1 process, fp32)" in line for line in logged), logged
+
+
 def test_repo_configs_load():
     for f in sorted((REPO / "configs" / "pretrain").rglob("*.yaml")):
         if f.name.startswith("corpus_"):

@@ -30,7 +30,7 @@ def add_pretrain_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--max-time-minutes", type=float, help="stop cleanly (with a checkpoint) after this long")
     p.add_argument("--out", help="override out_dir")
     p.add_argument("--device", help="override device (auto, cpu, cuda)")
-    p.add_argument("--dtype", help="override dtype (fp32, bf16)")
+    p.add_argument("--dtype", help="override dtype (auto, fp32, bf16; auto: bf16 on CUDA, fp32 on CPU)")
     p.add_argument("--seed", type=int, help="override seed")
     p.add_argument("--shards", metavar="DIR", help="use this prepared corpus or packed shards folder as the corpus")
     p.add_argument("--plot", metavar="PNG", help="also write the loss plot here")

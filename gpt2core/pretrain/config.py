@@ -121,8 +121,11 @@ class PretrainConfig:
     checkpoint_interval: int = 500
     keep_last_k: int = 3
     max_shard_size: str = "16MB"
-    dtype: str = "fp32"  # fp32 | bf16 (autocast; weights and optimizer stay fp32)
-    compile: bool = False
+    # auto: bf16 autocast + torch.compile on CUDA, fp32 without compile elsewhere (`resolved_for`; an explicit value
+    # wins). Not bf16 on CPU by default: the AMD CPUs lent here emulate it, many times slower than fp32
+    # (docs/ENVIRONMENT.md); compile costs 16-26 s there for 2-15%.
+    dtype: str = "auto"  # auto | fp32 | bf16 (autocast; weights and optimizer stay fp32)
+    compile: bool | str = "auto"  # auto | true | false
     device: str = "auto"  # auto | cpu | cuda
     # ddp: every rank holds the whole model and optimizer; fsdp (under torchrun): each transformer block and the
     # root are sharded over the ranks (torch FSDP2, fully_shard), checkpoints are sharded (torch.distributed.checkpoint)
@@ -209,8 +212,10 @@ def validate(cfg: PretrainConfig) -> None:
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
             raise ConfigError(f"unknown key 'model.{key}'" + (f"; did you mean {close[0]!r}?" if close else ""))
-    if cfg.dtype not in ("fp32", "bf16"):
-        raise ConfigError(f"dtype: {cfg.dtype!r} is not one of fp32, bf16")
+    if cfg.dtype not in ("auto", "fp32", "bf16"):
+        raise ConfigError(f"dtype: {cfg.dtype!r} is not one of auto, fp32, bf16")
+    if isinstance(cfg.compile, str) and cfg.compile != "auto":  # the typed reader took a non-bool as text
+        raise ConfigError(f"compile: expected true or false (or auto), got {cfg.compile!r}")
     if cfg.optimizer not in ("adamw", "muon"):
         raise unknown_name("optimizer", cfg.optimizer, ("adamw", "muon"), "optimizer")
     if cfg.parallelism not in PARALLELISMS:
@@ -249,6 +254,16 @@ def validate(cfg: PretrainConfig) -> None:
             raise ConfigError(f"corpus.sources[{i}]: give exactly one of 'path' or 'dataset'")
         if s.keep is not None:
             _check_keep(s.keep, f"corpus.sources[{i}].keep")
+
+
+def resolved_for(cfg: PretrainConfig, device: Any) -> PretrainConfig:
+    """`cfg` with `dtype: auto` / `compile: auto` made concrete for `device` (a `torch.device` or its name):
+    bf16 + compile on CUDA, fp32 without compile on CPU and MPS. Explicit values are kept. The trainer runs and
+    records (checkpoints' pretrain_config.json) the resolved config, so a CPU run's records read as before."""
+    cuda = str(device).split(":")[0] == "cuda"
+    dtype = ("bf16" if cuda else "fp32") if cfg.dtype == "auto" else cfg.dtype
+    compile_ = cuda if cfg.compile == "auto" else cfg.compile
+    return dataclasses.replace(cfg, dtype=dtype, compile=compile_)
 
 
 def _check_numbers(cfg: PretrainConfig) -> None:
