@@ -21,6 +21,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from gpt2core.config import GPT2Config
 from gpt2core.errors import CheckpointError, ModelInputError
+from gpt2core.fused_loss import fused_linear_cross_entropy
 from gpt2core.generation import FAST_GENERATE_ARGS
 from gpt2core.generation import check_arguments as check_generation_arguments
 from gpt2core.generation import generate as fast_generate
@@ -167,7 +168,7 @@ class GPT2LMModel(PreTrainedModel, GenerationMixin):
 
     def _check_shapes(self, input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor | None,
                       attention_mask: torch.Tensor | None, position_ids: torch.Tensor | None,
-                      labels: torch.Tensor | None, past_len: int) -> None:
+                      labels: torch.Tensor | None, past_len: int, targets: torch.Tensor | None = None) -> None:
         """Shapes the model cannot take fail here, named, rather than as a broadcasting error deep inside."""
         if input_ids is not None:
             if input_ids.dim() != 2:
@@ -193,8 +194,9 @@ class GPT2LMModel(PreTrainedModel, GenerationMixin):
                                          or (position_ids.dim() == 2 and position_ids.shape[0] not in (1, B))):
             raise ModelInputError(f"position_ids must be (batch={B}, tokens={T}) or (tokens={T},), got shape "
                                   f"{list(position_ids.shape)}")
-        if labels is not None and tuple(labels.shape) != shape:
-            raise ModelInputError(f"labels must have the shape of the input, {list(shape)}, got {list(labels.shape)}")
+        for name, t in (("labels", labels), ("targets", targets)):
+            if t is not None and tuple(t.shape) != shape:
+                raise ModelInputError(f"{name} must have the shape of the input, {list(shape)}, got {list(t.shape)}")
 
     def _check_inputs(self, input_ids: torch.Tensor | None, past_len: int, q_len: int,
                       position_ids: torch.Tensor | None = None) -> None:
@@ -233,8 +235,12 @@ class GPT2LMModel(PreTrainedModel, GenerationMixin):
         output_hidden_states: bool | None = None,
         logits_to_keep: int = 0,
         cache: Cache | KVCache | None = None,
+        targets: torch.LongTensor | None = None,
         **kwargs: Any,
     ) -> CausalLMOutputWithPast:
+        """transformers' causal-LM forward. `targets` (the next token of every position, -100: not counted) asks
+        for the mean next-token loss only: the LM head is then fused with the loss (`gpt2core.fused_loss`), no
+        logits are returned, and training steps skip the largest tensor they would make (pretraining uses it)."""
         # transformers 5.x passes the cache as `cache=`, PEFT 0.21 as `past_key_values=`: accept both.
         cache = cache if cache is not None else past_key_values
         if (input_ids is None) == (inputs_embeds is None):
@@ -242,7 +248,7 @@ class GPT2LMModel(PreTrainedModel, GenerationMixin):
         if use_cache and cache is None:
             cache = DynamicCache()
         past_len = cache.get_seq_length() if cache is not None else 0
-        self._check_shapes(input_ids, inputs_embeds, attention_mask, position_ids, labels, past_len)
+        self._check_shapes(input_ids, inputs_embeds, attention_mask, position_ids, labels, past_len, targets)
         T = (input_ids if inputs_embeds is None else inputs_embeds).shape[1]
         self._check_inputs(input_ids, past_len, T, position_ids)
         x = self.transformer.wte(input_ids) if inputs_embeds is None else inputs_embeds
@@ -264,6 +270,9 @@ class GPT2LMModel(PreTrainedModel, GenerationMixin):
         x = self.transformer.ln_f(x)
         if hidden_states is not None:
             hidden_states[-1] = x  # as in transformers: the last entry is after the final LayerNorm
+        if targets is not None:
+            return CausalLMOutputWithPast(loss=self._next_token_loss(x, targets), logits=None,
+                                          hidden_states=tuple(hidden_states) if hidden_states is not None else None)
         logits = self.lm_head(x[:, -logits_to_keep:] if logits_to_keep else x)
 
         loss = None
@@ -275,6 +284,14 @@ class GPT2LMModel(PreTrainedModel, GenerationMixin):
             **{_CACHE_FIELD: cache if use_cache or past_key_values is not None else None},
             hidden_states=tuple(hidden_states) if hidden_states is not None else None,
         )
+
+    def _next_token_loss(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        head = self.lm_head
+        targets = targets.to(x.device).reshape(-1)
+        # Under torch.compile the plain loss: the compiler fuses it itself, and would unroll the chunk loop.
+        if type(head) is nn.Linear and head.bias is None and not torch.compiler.is_compiling():
+            return fused_linear_cross_entropy(x.reshape(-1, x.shape[-1]), head.weight, targets)
+        return F.cross_entropy(head(x).float().reshape(targets.numel(), -1), targets, ignore_index=-100)
 
     def prepare_inputs_for_generation(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         # transformers 5.x hands the cache over as `cache`; PEFT's prompt/prefix tuning hooks read

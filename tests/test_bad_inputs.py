@@ -453,6 +453,8 @@ API_CASES = [
         ModelInputError, "got shape [1, 2]"),
     Api("forward-labels-shape", _forward(input_ids=lambda c: c.ids, labels=torch.ones(1, 5, dtype=torch.long)),
         ModelInputError, "labels must have the shape of the input, [1, 3]"),
+    Api("forward-targets-shape", _forward(input_ids=lambda c: c.ids, targets=torch.ones(1, 2, dtype=torch.long)),
+        ModelInputError, "targets must have the shape of the input, [1, 3]"),
     Api("forward-inputs-embeds-shape", _forward(inputs_embeds=torch.ones(3, 64)), ModelInputError,
         "inputs_embeds must be (batch, tokens, n_embd=64)"),
     Api("forward-ids-and-embeds", _forward(input_ids=lambda c: c.ids, inputs_embeds=torch.ones(1, 3, 64)),

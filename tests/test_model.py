@@ -94,6 +94,23 @@ def test_loss_and_gradients_match_transformers():
     assert (hf.transformer.wte.weight.grad - ours.transformer.wte.weight.grad).abs().max() < 1e-5
 
 
+def test_the_fused_head_and_loss_of_pretraining_give_transformers_loss_and_gradients():
+    """`targets=` (the next tokens, as pretraining passes them) fuses the LM head with the loss; loss and gradients
+    equal transformers' `labels=` path, which shifts the labels itself."""
+    hf, ours = make_pair(HF_CONFIGS[0])
+    ids, _ = left_padded(2, 16, 100)
+    labels = ids.clone()
+    labels[:, :3] = -100
+    targets = torch.nn.functional.pad(labels[:, 1:], (0, 1), value=-100)
+    ref, got = hf(ids, labels=labels), ours(ids, targets=targets)
+    assert got.logits is None and abs(ref.loss.item() - got.loss.item()) < 1e-5
+    ref.loss.backward()
+    got.loss.backward()
+    g_ref = hf.transformer.h[1].mlp.c_fc.weight.grad.t()  # Conv1D stores (in, out)
+    assert (g_ref - ours.transformer.h[1].mlp.c_fc.weight.grad).abs().max() < 1e-5
+    assert (hf.transformer.wte.weight.grad - ours.transformer.wte.weight.grad).abs().max() < 1e-5  # head + embedding
+
+
 def test_export_round_trip_and_hf_folder(tmp_path):
     _, ours = make_pair(HF_CONFIGS[1])
     hf = ours.to_hf()

@@ -35,7 +35,7 @@ from gpt2core.pretrain.checkpoints import (
     load_weights,
     save_checkpoint,
 )
-from gpt2core.pretrain.config import PretrainConfig
+from gpt2core.pretrain.config import PretrainConfig, resolved_for
 from gpt2core.pretrain.corpus import prepare_corpus
 from gpt2core.pretrain.distributed import (
     Dist,
@@ -120,6 +120,7 @@ class Trainer:
     """One pretraining run: its corpus, model, optimizer and `TrainState`, stepped by `run()`."""
 
     def __init__(self, cfg: PretrainConfig, dist: Dist, device: torch.device, say: Callable[[str], None]):
+        cfg = resolved_for(cfg, device)  # dtype / compile `auto`: the fast path of this device
         self.cfg, self.dist, self.device, self.say = cfg, dist, device, say
         _configure_torch(device, cfg, say)
         self.out_dir = expand_path(cfg.out_dir)
@@ -228,8 +229,7 @@ class Trainer:
             # DDP: all-reduce on the last micro-step only; FSDP reduce-scatters each one (gradients stay sharded)
             defer = self.dist.enabled and not self.fsdp and micro < cfg.grad_accum - 1
             with (model.no_sync() if defer else contextlib.nullcontext()), self.autocast:
-                logits = model(input_ids=x).logits
-                loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+                loss = model(input_ids=x, targets=y).loss  # the LM head fused with the loss
             (loss / cfg.grad_accum).backward()
             loss_sum += loss.detach()
         loss_mean = float(all_reduce_mean(loss_sum / cfg.grad_accum, self.dist))
@@ -296,7 +296,7 @@ class Trainer:
         self.say(f"model {cfg.preset}: {n_params / 1e6:.2f}M parameters, vocab {self.raw_model.config.vocab_size}; "
                  f"corpus {tokens['train']:,} train / {tokens['val']:,} val tokens; {self.tokens_per_step:,} "
                  f"tokens/step x {self.max_steps} steps on {self.device} ({d.world} "
-                 f"process{'es' if d.world > 1 else ''}, {cfg.dtype})")
+                 f"process{'es' if d.world > 1 else ''}, {cfg.dtype}{', compiled' if cfg.compile else ''})")
 
         bar = tqdm(total=self.max_steps, initial=state.step, desc="pretrain", unit="step",
                    disable=not (d.is_main and cfg.progress), dynamic_ncols=True)
