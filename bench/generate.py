@@ -51,6 +51,23 @@ def weight_bytes(model: GPT2LMModel) -> int:
     return body + head.numel() * head.element_size()
 
 
+def gemv_floor(model: GPT2LMModel, repeats: int) -> float:
+    """Seconds of a decoding step's matrix-vector products alone (its weight matrices, in its order, one row):
+    what the step would cost with every other op free."""
+    from gpt2core.generation import DecodeStep
+
+    step = DecodeStep(model)
+    mats = [w for layer in step.layers for w, _ in layer[2:]] + [step.head_in_out]
+    xs = [torch.randn(1, w.shape[0]) for w in mats]
+
+    def products() -> None:
+        for x, w in zip(xs, mats):
+            x @ w
+
+    products()
+    return statistics.median(seconds(products) for _ in range(20 * repeats))
+
+
 def read_limit(n_bytes: int, repeats: int) -> float:
     """Bytes/s of one matrix-vector product over an (n, 1024) fp32 matrix of about `n_bytes`: the rate at which
     this machine streams weights through a GEMV, the bound of batch-1 decoding."""
@@ -90,6 +107,7 @@ def main() -> None:
         out_ours, out_ref = run_ours(), run_ref()  # warm-up
         rounds = [(seconds(run_ref), seconds(run_ours)) for _ in range(args.repeats)]
         limit = read_limit(weight_bytes(ours), args.repeats)
+        floor = gemv_floor(ours, args.repeats)
     t_ref, t_ours = (statistics.median(r[i] for r in rounds) for i in (0, 1))
     new = args.batch * args.new_tokens
     print(f"preset={args.preset} params={ours.num_parameters() / 1e6:.1f}M batch={args.batch} "
@@ -101,6 +119,8 @@ def main() -> None:
     print(f"weights read: {weight_bytes(ours) / 1e6:.1f} MB a step; gpt2core {achieved / 1e9:.1f} GB/s = "
           f"{achieved / limit:.0%} of the {limit / 1e9:.1f} GB/s one large GEMV reads here "
           f"(limit {limit / weight_bytes(ours):.0f} steps/s)")
+    print(f"a step's matrix-vector products alone (batch 1): {floor * 1000:.2f} ms; our step {t_ours / args.new_tokens * 1000:.2f} ms, "
+          f"transformers' {t_ref / args.new_tokens * 1000:.2f} ms")
     print(f"identical tokens: {torch.equal(out_ref, out_ours)}")
     print(f"ratio={statistics.median(r / o for r, o in rounds):.2f}")
 
