@@ -38,16 +38,22 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
             for start in range(0, hidden.shape[0], chunk_rows):
                 h, t = hidden[start:start + chunk_rows].to(dtype), targets[start:start + chunk_rows]
                 logits = (h @ w.t()).float()  # (rows, V)
-                lse = torch.logsumexp(logits, dim=-1)
                 keep = t != IGNORE_INDEX
                 safe_t = t.clamp(min=0)
-                total += ((lse - logits.gather(1, safe_t[:, None])[:, 0]) * keep).sum()
+                picked = logits.gather(1, safe_t[:, None])[:, 0]
+                # logsumexp by hand, in place, so the exponentials serve the softmax too (one exp pass, no copy)
+                top = logits.amax(dim=-1)
+                e = logits.sub_(top[:, None]).exp_()
+                norm = e.sum(dim=-1)
+                total += ((top + norm.log() - picked) * keep).sum()
                 if need_h or need_w:
                     # d loss / d logits = (softmax - one_hot) / n_valid on counted rows, 0 on ignored ones
-                    g = logits.sub_(lse[:, None]).exp_()
-                    g.scatter_add_(1, safe_t[:, None], -torch.ones_like(lse)[:, None])
-                    g = g.mul_((keep / n_valid)[:, None]).to(dtype)
-                    if need_h:
+                    g = e.mul_((keep / (n_valid * norm))[:, None])
+                    g.scatter_add_(1, safe_t[:, None], -(keep / n_valid)[:, None].to(g.dtype))
+                    g = g.to(dtype)
+                    if need_h and g.dtype == hidden.dtype:
+                        torch.mm(g, w, out=grad_hidden[start:start + chunk_rows])
+                    elif need_h:
                         grad_hidden[start:start + chunk_rows] = g @ w
                     if need_w and g.dtype == torch.float32:  # accumulate in place: no (V, C) temporary per chunk
                         grad_weight.addmm_(g.t(), h)
