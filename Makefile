@@ -46,9 +46,17 @@ generate: install
 test: install
 	$(PY) -m pytest -q
 
+# Every CPU benchmark, one after another (about 13 minutes on 2 cores; run it on a quiet machine)
 bench: install
 	$(PY) bench/generate.py
+	$(PY) bench/generate.py --threads 1
 	$(PY) bench/generate.py --batch 8
+	$(PY) bench/train_throughput.py --rounds 9
+	$(PY) bench/train_throughput.py --rounds 7 --compile blocks
+	$(PY) bench/train_throughput.py --rounds 7 --compile model
+	$(PY) bench/fewshot.py
+	$(PY) bench/zeroshot_lm_eval.py
+	$(PY) bench/zeroshot_lm_eval.py --shots 4
 
 clean:
 	rm -rf $(VENV) build *.egg-info
