@@ -57,7 +57,7 @@ def gemv_floor(model: GPT2LMModel, repeats: int) -> float:
     from gpt2core.generation import DecodeStep
 
     step = DecodeStep(model)
-    mats = [w for layer in step.layers for w, _ in layer[2:]] + [step.head_in_out]
+    mats = [in_out for layer in step.layers for in_out, _, _ in layer[2:]] + [step.head[0]]
     xs = [torch.randn(1, w.shape[0]) for w in mats]
 
     def products() -> None:
