@@ -81,7 +81,7 @@ class DecodeStep:
         H = self.n_head
         for i, (ln_1, ln_2, attn, proj, fc, fc_proj) in enumerate(self.layers):
             h = F.layer_norm(x, (C,), ln_1.weight, ln_1.bias, ln_1.eps)
-            qkv = self._linear(h, attn).reshape(B, 3, H, 1, C // H)
+            qkv = self._linear(h, attn).contiguous().view(B, 3, H, 1, C // H)  # SDPA's fast kernel wants unit strides
             # keys and values go into the cache with one copy: (2, B, nh, hs)
             k, v = cache.write_step(qkv[:, 1:, :, 0].transpose(0, 1), i)
             y = F.scaled_dot_product_attention(qkv[:, 0], k, v, attn_mask=mask)  # (B, nh, 1, hs)
