@@ -50,7 +50,7 @@ test: install
 bench: install
 	$(PY) bench/generate.py
 	$(PY) bench/generate.py --threads 1
-	$(PY) bench/generate.py --batch 8
+	$(PY) bench/generate.py --batch 8 --repeats 9
 	$(PY) bench/train_throughput.py --rounds 9
 	$(PY) bench/train_throughput.py --rounds 7 --compile blocks
 	$(PY) bench/train_throughput.py --rounds 7 --compile model
