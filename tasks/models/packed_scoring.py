@@ -81,9 +81,10 @@ def score_batch(model: Any, rows: list[PackedRow], pad_id: int, prefix_len: int,
         n = len(r.tokens)
         inp[j, :n], seg[j, :n], pos[j, :n] = torch.tensor(r.tokens), torch.tensor(r.segments), torch.tensor(r.positions)
     kwargs: dict[str, Any] = {}
-    if bool((seg > 0).any()):  # some row has branches: the packed mask and positions
+    if int(seg.max()) > 1:  # a row holds two branches or more: the packed mask and positions
         kwargs = {"attention_mask": branch_mask(seg, prefix_len).to(device), "position_ids": (pos + prefix_len).to(device)}
-    # Right padding needs no mask otherwise: causal attention never lets a real token see a later pad.
+    # With one branch a row is a plain causal sequence (a perplexity window, a lone request): SDPA's causal kernel,
+    # default positions, and right padding needs no mask, as causal attention never lets a real token see a pad.
     out = model(inp.to(device), past_key_values=cache, output_hidden_states=True, logits_to_keep=1, **kwargs)
     hidden = out.hidden_states[-1]  # (B, T, C), after the final LayerNorm
     requests = [(j, t) for j, r in enumerate(rows) for t in r.targets]  # (row, (request, where, continuation))
